@@ -1,0 +1,280 @@
+package broker
+
+import (
+	"errors"
+	"io"
+	"net"
+	"sync"
+	"time"
+)
+
+// Per-connection bounds on requests read but not yet answered on the wire.
+// When a client stops reading its replies, the broker stops reading its
+// requests: the client is throttled, nobody else is.
+const (
+	maxInflight      = 4096
+	maxInflightBytes = 64 << 20
+)
+
+// reply is one message queued for a connection's writer.
+type reply struct {
+	envelope bool
+	frames   [][]byte
+	cost     int      // request bytes to release once written
+	pipe     string   // for replies carrying chunks: where they came from
+	chunks   [][]byte // the chunks in frames, to give back if never sent
+	command  string   // a ZMTP command (PONG) instead of a message
+	credit   bool     // whether the reply answers a counted request
+}
+
+// outbox is the queue between the core (and the reader, for PONGs) and a
+// connection's writer goroutine. Pushing never blocks, so a stalled client
+// can never stall the core.
+type outbox struct {
+	mu       sync.Mutex
+	queue    []reply
+	inflight int // requests read and not yet answered on the wire
+	bytes    int // their bytes
+	dead     bool
+	wake     chan struct{} // writer: there is work
+	room     chan struct{} // reader: inflight went down
+	stop     chan struct{} // closed once: drain, then close the connection
+	stopOnce sync.Once
+}
+
+func newOutbox() *outbox {
+	return &outbox{
+		wake: make(chan struct{}, 1),
+		room: make(chan struct{}, 1),
+		stop: make(chan struct{}),
+	}
+}
+
+func signal(c chan struct{}) {
+	select {
+	case c <- struct{}{}:
+	default:
+	}
+}
+
+// push queues a reply. It reports false if the connection is dead, in which
+// case the caller still owns any chunks in the reply.
+func (o *outbox) push(r reply) bool {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	if o.dead {
+		return false
+	}
+	o.queue = append(o.queue, r)
+	signal(o.wake)
+	return true
+}
+
+// admit waits until the connection may read another request, or it closes.
+func (o *outbox) admit(cost int) bool {
+	for {
+		o.mu.Lock()
+		if o.dead {
+			o.mu.Unlock()
+			return false
+		}
+		if o.inflight < maxInflight && o.bytes < maxInflightBytes {
+			o.inflight++
+			o.bytes += cost
+			o.mu.Unlock()
+			return true
+		}
+		o.mu.Unlock()
+		select {
+		case <-o.room:
+		case <-o.stop:
+			return false
+		}
+	}
+}
+
+// charge adds the size of a request just read to the inflight bytes.
+func (o *outbox) charge(cost int) {
+	o.mu.Lock()
+	o.bytes += cost
+	o.mu.Unlock()
+}
+
+// shutdown asks the writer to send what is queued and close.
+func (o *outbox) shutdown() { o.stopOnce.Do(func() { close(o.stop) }) }
+
+// take removes everything queued, for the writer.
+func (o *outbox) take(buf []reply) []reply {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	buf = append(buf, o.queue...)
+	clear(o.queue)
+	o.queue = o.queue[:0]
+	return buf
+}
+
+// release returns the credit of written replies.
+func (o *outbox) release(rs []reply) {
+	n, b := 0, 0
+	for _, r := range rs {
+		if r.credit {
+			n++
+			b += r.cost
+		}
+	}
+	if n == 0 {
+		return
+	}
+	o.mu.Lock()
+	o.inflight -= n
+	o.bytes -= b
+	o.mu.Unlock()
+	signal(o.room)
+}
+
+// kill marks the outbox dead and returns what was never written.
+func (o *outbox) kill() []reply {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	o.dead = true
+	left := o.queue
+	o.queue = nil
+	return left
+}
+
+// client is the broker's side of one connection. Its reader and writer
+// goroutines own the wire halves; the core goroutine owns the rest.
+type client struct {
+	id  uint64
+	w   *wire
+	out *outbox
+
+	// Owned by the core.
+	pending []*pending // requests not yet answered, in order
+	waiting *pipe      // the pipe the head request waits on, if any
+	gone    bool
+}
+
+// pending is a request waiting its turn in its connection's order.
+type pending struct {
+	req       Request
+	err       error // a parse error, to be answered in turn
+	cost      int
+	cancelled bool // a later CANCEL covers this read
+}
+
+// readLoop reads requests and hands them to the core until the connection
+// fails. Only the core answers requests; PINGs are answered here.
+func (s *Server) readLoop(c *client) {
+	defer s.wg.Done()
+	lim := s.cfg.Limits
+	for {
+		if !c.out.admit(0) {
+			break
+		}
+		msg, err := c.w.readMessage(lim.maxMessage(), lim.maxFrames())
+		if err != nil {
+			if !errors.Is(err, io.EOF) && !errors.Is(err, net.ErrClosed) {
+				s.log.Debug("connection read failed", "conn", c.id, "err", err)
+			}
+			break
+		}
+		if msg.command != "" {
+			c.out.release([]reply{{credit: true}})
+			if msg.command == "PING" {
+				body := msg.frames[0]
+				if len(body) >= 2 {
+					body = body[2:] // PONG echoes the context after the TTL
+				}
+				c.out.push(reply{command: "PONG", frames: [][]byte{body}})
+			}
+			continue
+		}
+		p := &pending{}
+		if msg.err != nil {
+			p.err = msg.err
+			p.req.Envelope = msg.envelope
+		} else {
+			p.req, p.err = ParseRequest(msg.frames, lim)
+			p.cost = p.req.Size
+			c.out.charge(p.cost)
+		}
+		if !s.send(event{client: c, req: p}) {
+			break
+		}
+	}
+	c.w.close()
+	c.out.shutdown()
+	s.send(event{client: c, down: true})
+}
+
+// writeLoop sends replies, coalescing whatever is queued into one flush.
+func (s *Server) writeLoop(c *client) {
+	defer s.wg.Done()
+	defer s.untrack(c.w.nc)
+	var batch []reply
+	for {
+		select {
+		case <-c.out.wake:
+		case <-c.out.stop:
+			s.drain(c)
+			return
+		}
+		batch = c.out.take(batch[:0])
+		if err := s.write(c, batch); err != nil {
+			s.log.Debug("connection write failed", "conn", c.id, "err", err)
+			c.w.close()
+			s.giveBack(c, batch)
+			return
+		}
+		c.out.release(batch)
+		clear(batch)
+	}
+}
+
+func (s *Server) write(c *client, batch []reply) error {
+	for _, r := range batch {
+		var err error
+		if r.command != "" {
+			err = c.w.writeCommand(r.command, r.frames[0])
+		} else {
+			err = c.w.writeMessage(r.envelope, r.frames)
+		}
+		if err != nil {
+			return err
+		}
+	}
+	return c.w.flush()
+}
+
+// drain sends what is queued when a connection is stopped: the replies the
+// core queued last (at shutdown, the errors for waiting reads) are sent
+// within a bound, then the connection closes.
+func (s *Server) drain(c *client) {
+	c.w.nc.SetWriteDeadline(time.Now().Add(drainTimeout))
+	batch := c.out.take(nil)
+	err := s.write(c, batch)
+	c.w.close()
+	if err == nil {
+		batch = nil
+	}
+	s.giveBack(c, batch)
+}
+
+// giveBack kills the outbox and returns to their pipes the chunks of read
+// replies that were not written: failed is the batch whose write failed (the
+// kernel refused it, so the peer is gone and never got it) and the rest is
+// what was still queued. The chunks go to the next reader.
+func (s *Server) giveBack(c *client, failed []reply) {
+	var ret []reply
+	for _, r := range append(failed, c.out.kill()...) {
+		if len(r.chunks) > 0 {
+			ret = append(ret, r)
+		}
+	}
+	if len(ret) > 0 {
+		s.send(event{client: c, returned: ret})
+	}
+}
+
+const drainTimeout = 500 * time.Millisecond

@@ -1,0 +1,351 @@
+package broker
+
+import (
+	"encoding/json"
+	"log/slog"
+	"sort"
+)
+
+// maxReplyBytes bounds the chunks one MREAD reply carries (it always carries
+// at least one), so a batch reply never holds up a connection for long.
+const maxReplyBytes = 256 << 10
+
+// state is the broker's core: the pipe table, every queue and every waiting
+// request. One goroutine (loop) owns it; connections talk to it through
+// Server.events, so no lock guards protocol state.
+type state struct {
+	s       *Server
+	log     *slog.Logger
+	pipes   map[string]*pipe
+	clients map[uint64]*client
+	total   int // bytes queued in all pipes
+	stalled map[*pipe]struct{}
+}
+
+func newState(s *Server) *state {
+	return &state{
+		s:       s,
+		log:     s.log,
+		pipes:   make(map[string]*pipe),
+		clients: make(map[uint64]*client),
+		stalled: make(map[*pipe]struct{}),
+	}
+}
+
+func (st *state) loop() {
+	defer st.s.wg.Done()
+	defer close(st.s.done)
+	for {
+		select {
+		case ev := <-st.s.events:
+			st.handle(ev)
+		case <-st.s.quit:
+			st.shutdown()
+			return
+		}
+	}
+}
+
+func (st *state) handle(ev event) {
+	c := ev.client
+	switch {
+	case ev.up:
+		st.clients[c.id] = c
+	case ev.down:
+		st.disconnect(c)
+	case ev.returned != nil:
+		for i := len(ev.returned) - 1; i >= 0; i-- {
+			r := ev.returned[i]
+			st.unread(r.pipe, r.chunks)
+		}
+	case ev.req != nil:
+		st.submit(c, ev.req)
+	}
+}
+
+// submit queues a request behind the connection's earlier ones and runs what
+// can run. A CANCEL acts as it arrives: it marks this connection's reads of
+// the pipe, including one already waiting, to be answered "cancelled".
+func (st *state) submit(c *client, p *pending) {
+	if c.gone {
+		return
+	}
+	if p.err == nil && p.req.Cmd == CmdCancel {
+		for _, q := range c.pending {
+			if q.err == nil && q.req.isRead() && q.req.Pipe == p.req.Pipe {
+				q.cancelled = true
+			}
+		}
+		if w := c.waiting; w != nil && w.reader == c && w.name == p.req.Pipe {
+			w.reader = nil
+			c.waiting = nil
+		}
+	}
+	c.pending = append(c.pending, p)
+	if c.waiting == nil {
+		st.run(c)
+	}
+}
+
+// run executes the connection's requests in order until one has to wait.
+func (st *state) run(c *client) {
+	for len(c.pending) > 0 {
+		p := c.pending[0]
+		r, ok := st.exec(c, p)
+		if !ok {
+			return
+		}
+		c.pending[0] = nil
+		c.pending = c.pending[1:]
+		if len(c.pending) == 0 {
+			c.pending = nil
+		}
+		st.reply(c, p, r)
+	}
+}
+
+func (st *state) reply(c *client, p *pending, r reply) {
+	r.envelope = p.req.Envelope
+	r.cost = p.cost
+	r.credit = true
+	if !c.out.push(r) && len(r.chunks) > 0 {
+		// The connection died after the chunks were taken: they go back.
+		st.unread(r.pipe, r.chunks)
+	}
+}
+
+func errorReply(err error) reply { return reply{frames: replyError(err)} }
+
+// exec runs one request. It returns false if the request must wait; it has
+// then registered itself where it will be woken.
+func (st *state) exec(c *client, p *pending) (reply, bool) {
+	if p.err != nil {
+		st.log.Info("bad request", "conn", c.id, "err", p.err)
+		return errorReply(p.err), true
+	}
+	req := &p.req
+	if req.Cmd == CmdList {
+		return st.list(), true
+	}
+	pp := st.pipes[req.Pipe]
+	switch req.Cmd {
+	case CmdOpen:
+		if pp == nil {
+			pp = newPipe(req.Pipe)
+			st.pipes[req.Pipe] = pp
+		}
+		pp.opens++
+		return reply{frames: replyOK()}, true
+	case CmdCancel:
+		return reply{frames: replyOK()}, true
+	case CmdUnread:
+		st.unread(req.Pipe, req.Chunks)
+		return reply{frames: replyOK()}, true
+	}
+	if pp == nil {
+		return st.fail(c, req, ErrNoPipe), true
+	}
+	switch req.Cmd {
+	case CmdClose:
+		if pp.opens == 0 {
+			return st.fail(c, req, ErrNotOpen), true
+		}
+		pp.opens--
+		st.removeIfUnused(pp)
+		return reply{frames: replyOK()}, true
+	case CmdWrite, CmdMWrite:
+		// First come, first served: a write waits behind earlier blocked
+		// writes even if it would fit, so big chunks are not starved.
+		first := len(pp.blocked) == 0 || pp.blocked[0] == c
+		if !first || !st.fits(pp, req) {
+			if first && len(pp.blocked) == 0 || !first {
+				pp.blocked = append(pp.blocked, c)
+			}
+			c.waiting = pp
+			st.stalled[pp] = struct{}{}
+			return reply{}, false
+		}
+		if len(pp.blocked) > 0 {
+			pp.blocked = pp.blocked[1:] // it was c's turn
+		}
+		pp.enqueue(c.id, req.Chunks)
+		st.total += req.Size + chunkOverhead*len(req.Chunks)
+		st.wakeReader(pp)
+		return reply{frames: replyOK()}, true
+	default: // READ, MREAD
+		if p.cancelled {
+			return st.fail(c, req, ErrCancelled), true
+		}
+		if pp.reader != nil && pp.reader != c {
+			return st.fail(c, req, ErrReaderBusy), true
+		}
+		if pp.chunks == 0 {
+			pp.reader = c
+			c.waiting = pp
+			return reply{}, false
+		}
+		pp.reader = nil
+		chunks := pp.dequeue(req.Max, maxReplyBytes)
+		st.freed(pp, chunks)
+		r := reply{pipe: pp.name, chunks: chunks}
+		if req.Cmd == CmdRead {
+			r.frames = chunks
+		} else {
+			r.frames = append(replyOK(), chunks...)
+		}
+		return r, true
+	}
+}
+
+// fail answers a request with an error. The reason names no pipe: the
+// client knows which it asked for, and the log says it for the operator.
+func (st *state) fail(c *client, req *Request, err error) reply {
+	st.log.Info("request failed", "conn", c.id, "cmd", req.Cmd, "pipe", abbrev([]byte(req.Pipe)), "err", err)
+	return errorReply(err)
+}
+
+// fits reports whether a write fits. A pipe always takes a write when it is
+// empty, so any chunk within the chunk limit eventually goes through.
+func (st *state) fits(p *pipe, req *Request) bool {
+	cost := req.Size + chunkOverhead*len(req.Chunks)
+	return (p.chunks == 0 || p.bytes+cost <= st.s.cfg.MaxPipeBytes) &&
+		st.total+cost <= st.s.cfg.MaxTotalBytes
+}
+
+// unread puts chunks back at the head of a pipe, creating it if it went away
+// meanwhile. It ignores the limits: the chunks were counted in before.
+func (st *state) unread(name string, chunks [][]byte) {
+	p := st.pipes[name]
+	if p == nil {
+		p = newPipe(name)
+		st.pipes[name] = p
+	}
+	p.unread(chunks)
+	for _, c := range chunks {
+		st.total += chunkCost(c)
+	}
+	st.wakeReader(p)
+}
+
+// wakeReader lets a waiting reader take the chunks that just arrived.
+func (st *state) wakeReader(p *pipe) {
+	if r := p.reader; r != nil && p.chunks > 0 {
+		p.reader = nil
+		r.waiting = nil
+		st.run(r)
+	}
+}
+
+// freed accounts for chunks taken from a pipe and lets blocked writers in.
+func (st *state) freed(p *pipe, chunks [][]byte) {
+	for _, c := range chunks {
+		st.total -= chunkCost(c)
+	}
+	st.wakeWriters(p)
+	// Writers blocked on the total limit may wait on any pipe.
+	for q := range st.stalled {
+		if q != p {
+			st.wakeWriters(q)
+		}
+	}
+	st.removeIfUnused(p)
+}
+
+func (st *state) wakeWriters(p *pipe) {
+	for len(p.blocked) > 0 {
+		c := p.blocked[0]
+		if !st.fits(p, &c.pending[0].req) {
+			return
+		}
+		c.waiting = nil
+		st.run(c) // takes c off p.blocked
+	}
+	delete(st.stalled, p)
+}
+
+func (st *state) removeIfUnused(p *pipe) {
+	if p.unused() && st.pipes[p.name] == p {
+		delete(st.pipes, p.name)
+		delete(st.stalled, p)
+	}
+}
+
+// disconnect forgets a connection. Its requests not yet executed are
+// dropped (none was acknowledged); the chunks it wrote stay.
+func (st *state) disconnect(c *client) {
+	if c.gone {
+		return
+	}
+	c.gone = true
+	delete(st.clients, c.id)
+	if p := c.waiting; p != nil {
+		if p.reader == c {
+			p.reader = nil
+		}
+		if i := indexOf(p.blocked, c); i >= 0 {
+			p.blocked = append(p.blocked[:i], p.blocked[i+1:]...)
+			// Whoever was behind it may fit now.
+			st.wakeWriters(p)
+		}
+		c.waiting = nil
+		st.removeIfUnused(p)
+	}
+	c.pending = nil
+	st.log.Debug("disconnected", "conn", c.id)
+}
+
+func indexOf(cs []*client, c *client) int {
+	for i, x := range cs {
+		if x == c {
+			return i
+		}
+	}
+	return -1
+}
+
+// shutdown answers every waiting request with an error, reports what is
+// discarded and tells every connection to flush and close.
+func (st *state) shutdown() {
+	chunks, bytes := 0, 0
+	for _, p := range st.pipes {
+		chunks += p.chunks
+		bytes += p.bytes - chunkOverhead*p.chunks
+	}
+	for _, c := range st.clients {
+		if c.waiting != nil && len(c.pending) > 0 {
+			st.reply(c, c.pending[0], errorReply(ErrShutdown))
+		}
+		c.out.shutdown()
+	}
+	st.log.Info("shutting down", "discarded_chunks", chunks, "discarded_bytes", bytes, "pipes", len(st.pipes))
+}
+
+// PipeInfo describes one pipe, as LIST reports it.
+type PipeInfo struct {
+	Name    string `json:"name"`
+	Opens   int    `json:"opens"`
+	Chunks  int    `json:"chunks"`
+	Bytes   int    `json:"bytes"`
+	Writers int    `json:"writers"`
+	Reader  bool   `json:"reader"`
+}
+
+func (st *state) list() reply {
+	infos := make([]PipeInfo, 0, len(st.pipes))
+	for _, p := range st.pipes {
+		infos = append(infos, PipeInfo{
+			Name:    p.name,
+			Opens:   p.opens,
+			Chunks:  p.chunks,
+			Bytes:   p.bytes - chunkOverhead*p.chunks,
+			Writers: p.writerCount(),
+			Reader:  p.reader != nil,
+		})
+	}
+	sort.Slice(infos, func(i, j int) bool { return infos[i].Name < infos[j].Name })
+	b, err := json.Marshal(infos)
+	if err != nil {
+		return errorReply(err)
+	}
+	return reply{frames: [][]byte{okFrame, b}}
+}

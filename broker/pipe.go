@@ -1,0 +1,165 @@
+package broker
+
+// chunkOverhead is what the broker counts for a queued chunk besides its
+// bytes (its slice header in a queue), so byte limits track real memory.
+const chunkOverhead = 24
+
+// fifo is a queue of chunks. Popped slots are cleared so their memory can be
+// collected, and the backing array is compacted when mostly empty.
+type fifo struct {
+	items [][]byte
+	head  int
+}
+
+func (q *fifo) len() int { return len(q.items) - q.head }
+
+func (q *fifo) push(c []byte) { q.items = append(q.items, c) }
+
+func (q *fifo) pop() []byte {
+	c := q.items[q.head]
+	q.items[q.head] = nil
+	q.head++
+	switch {
+	case q.head == len(q.items):
+		q.items, q.head = q.items[:0], 0
+		if cap(q.items) > 1024 {
+			q.items = nil
+		}
+	case q.head > 1024 && q.head > len(q.items)/2:
+		n := copy(q.items, q.items[q.head:])
+		clear(q.items[n:])
+		q.items, q.head = q.items[:n], 0
+	}
+	return c
+}
+
+// pushFront puts chunks back at the head, keeping their order.
+func (q *fifo) pushFront(cs [][]byte) {
+	if len(cs) <= q.head {
+		q.head -= len(cs)
+		copy(q.items[q.head:], cs)
+		return
+	}
+	items := make([][]byte, 0, len(cs)+q.len())
+	items = append(items, cs...)
+	q.items = append(items, q.items[q.head:]...)
+	q.head = 0
+}
+
+// writerQueue holds one writer's chunks in one pipe.
+type writerQueue struct {
+	writer uint64 // the writing connection's id
+	fifo
+}
+
+// pipe is a named queue: one FIFO per writer, served round robin, plus the
+// chunks readers gave back, served first. It is owned by the broker's core
+// goroutine; nothing here is safe for concurrent use.
+type pipe struct {
+	name   string
+	opens  int // OPENs minus CLOSEs
+	chunks int // chunks queued
+	bytes  int // bytes queued, with chunkOverhead each
+
+	returned fifo                    // chunks given back by UNREAD
+	ring     []*writerQueue          // writers with chunks, in turn order
+	next     int                     // ring index of the writer whose turn it is
+	writers  map[uint64]*writerQueue // the same queues, by writer
+
+	reader  *client   // the connection with a READ waiting, if any
+	blocked []*client // connections whose WRITE waits for room, in order
+}
+
+func newPipe(name string) *pipe {
+	return &pipe{name: name, writers: make(map[uint64]*writerQueue)}
+}
+
+func chunkCost(c []byte) int { return len(c) + chunkOverhead }
+
+// enqueue adds a writer's chunks at the end of its queue.
+func (p *pipe) enqueue(writer uint64, chunks [][]byte) {
+	q := p.writers[writer]
+	if q == nil {
+		q = &writerQueue{writer: writer}
+		p.writers[writer] = q
+		// A new writer joins just before the one whose turn it is, so it is
+		// served after everyone already waiting: within one round.
+		p.ring = append(p.ring, nil)
+		copy(p.ring[p.next+1:], p.ring[p.next:])
+		p.ring[p.next] = q
+		p.next++
+		if p.next == len(p.ring) {
+			p.next = 0
+		}
+	}
+	for _, c := range chunks {
+		q.push(c)
+		p.chunks++
+		p.bytes += chunkCost(c)
+	}
+}
+
+// unread puts chunks back at the head of the pipe, in order.
+func (p *pipe) unread(chunks [][]byte) {
+	p.returned.pushFront(chunks)
+	for _, c := range chunks {
+		p.chunks++
+		p.bytes += chunkCost(c)
+	}
+}
+
+// dequeue takes up to max chunks totalling at most maxBytes (always at
+// least one chunk if any is queued): given-back chunks first, then one chunk
+// per writer in turn.
+func (p *pipe) dequeue(max, maxBytes int) [][]byte {
+	var out [][]byte
+	size := 0
+	for len(out) < max && p.chunks > 0 {
+		var c []byte
+		if p.returned.len() > 0 {
+			c = p.returned.queuePeek()
+		} else {
+			c = p.ring[p.next].queuePeek()
+		}
+		if len(out) > 0 && size+len(c) > maxBytes {
+			break
+		}
+		out = append(out, p.take())
+		size += len(c)
+	}
+	return out
+}
+
+func (q *fifo) queuePeek() []byte { return q.items[q.head] }
+
+// take removes the next chunk in fair order.
+func (p *pipe) take() []byte {
+	var c []byte
+	if p.returned.len() > 0 {
+		c = p.returned.pop()
+	} else {
+		q := p.ring[p.next]
+		c = q.pop()
+		if q.len() == 0 {
+			delete(p.writers, q.writer)
+			p.ring = append(p.ring[:p.next], p.ring[p.next+1:]...)
+			if p.next == len(p.ring) {
+				p.next = 0
+			}
+		} else if p.next++; p.next == len(p.ring) {
+			p.next = 0
+		}
+	}
+	p.chunks--
+	p.bytes -= chunkCost(c)
+	return c
+}
+
+// unused reports whether the pipe can be removed: nobody holds it open, it
+// queues nothing and nobody waits on it.
+func (p *pipe) unused() bool {
+	return p.opens == 0 && p.chunks == 0 && p.reader == nil && len(p.blocked) == 0
+}
+
+// writerCount is the number of writers with chunks queued.
+func (p *pipe) writerCount() int { return len(p.ring) }

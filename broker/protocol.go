@@ -1,0 +1,233 @@
+package broker
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"strconv"
+	"strings"
+)
+
+// Command names on the wire. They are case-sensitive, as in the original
+// zpipes broker. The first four are the original protocol; the rest are
+// zpipes extensions that plain libzmq clients can use as well.
+const (
+	CmdOpen   = "OPEN"   // OPEN pipe            -> OK
+	CmdClose  = "CLOSE"  // CLOSE pipe           -> OK
+	CmdWrite  = "WRITE"  // WRITE pipe chunk     -> OK
+	CmdRead   = "READ"   // READ pipe            -> chunk
+	CmdMWrite = "MWRITE" // MWRITE pipe chunk... -> OK (all chunks queued as one)
+	CmdMRead  = "MREAD"  // MREAD pipe max       -> OK chunk... (1 to max chunks)
+	CmdCancel = "CANCEL" // CANCEL pipe          -> OK (earlier reads answer "cancelled")
+	CmdUnread = "UNREAD" // UNREAD pipe chunk... -> OK (chunks back at the head)
+	CmdList   = "LIST"   // LIST                 -> OK json
+)
+
+// Reply status frames.
+const (
+	StatusOK    = "OK"
+	StatusError = "ERROR"
+)
+
+// Errors a broker sends back. On the wire an error is the two frames
+// ["ERROR", reason], where reason is the error's text, optionally followed by
+// ": " and a detail. A client maps the reason back to the sentinel, so callers
+// compare with errors.Is.
+var (
+	ErrUnknownCommand = errors.New("unknown command")
+	ErrBadRequest     = errors.New("bad request")
+	ErrBadName        = errors.New("bad pipe name")
+	ErrTooLarge       = errors.New("too large")
+	ErrNoPipe         = errors.New("no such pipe")
+	ErrNotOpen        = errors.New("pipe is not open")
+	ErrReaderBusy     = errors.New("another reader is waiting")
+	ErrCancelled      = errors.New("cancelled")
+	ErrShutdown       = errors.New("broker shutting down")
+)
+
+var wireErrors = []error{
+	ErrUnknownCommand, ErrBadRequest, ErrBadName, ErrTooLarge, ErrNoPipe,
+	ErrNotOpen, ErrReaderBusy, ErrCancelled, ErrShutdown,
+}
+
+// RemoteError is an ERROR reply received from a broker.
+type RemoteError struct {
+	Reason string // the reason frame, as sent
+	kind   error  // the matching sentinel, or nil
+}
+
+func (e *RemoteError) Error() string { return e.Reason }
+
+// Unwrap returns the sentinel the reason names, so errors.Is works.
+func (e *RemoteError) Unwrap() error { return e.kind }
+
+// remoteError turns a reason frame into an error.
+func remoteError(reason []byte) error {
+	r := string(reason)
+	for _, s := range wireErrors {
+		t := s.Error()
+		if r == t || strings.HasPrefix(r, t+": ") {
+			return &RemoteError{Reason: r, kind: s}
+		}
+	}
+	return &RemoteError{Reason: r}
+}
+
+// Limits bound what one request may carry. The zero value is not useful;
+// DefaultLimits are what a broker uses unless told otherwise.
+type Limits struct {
+	MaxName  int // bytes in a pipe name
+	MaxChunk int // bytes in one chunk
+	MaxBatch int // chunks in one MWRITE, MREAD or UNREAD
+}
+
+// DefaultLimits are generous enough for any line-oriented use and small
+// enough that one request cannot exhaust a laptop's memory.
+var DefaultLimits = Limits{
+	MaxName:  1024,
+	MaxChunk: 16 << 20,
+	MaxBatch: 65536,
+}
+
+// maxMessage is the most bytes one message may carry: a whole batch of
+// chunks, or a single chunk, plus the command and name.
+func (l Limits) maxMessage() int { return l.MaxChunk + l.MaxName + 1024 }
+
+// maxFrames is the most frames one message may have: envelope, command,
+// pipe, a full batch.
+func (l Limits) maxFrames() int { return l.MaxBatch + 3 }
+
+// Request is one parsed client request.
+type Request struct {
+	Envelope bool     // sent REQ-style, with an empty first frame
+	Cmd      string   // one of the Cmd constants
+	Pipe     string   // pipe name (empty for LIST)
+	Chunks   [][]byte // WRITE, MWRITE, UNREAD
+	Max      int      // MREAD: most chunks to return; READ: 1
+	Size     int      // bytes in Chunks
+}
+
+// isRead reports whether the request takes chunks from a pipe.
+func (r *Request) isRead() bool { return r.Cmd == CmdRead || r.Cmd == CmdMRead }
+
+// ParseRequest checks a request's frames against the protocol and the limits.
+// The returned error wraps one of the wire sentinels and says precisely what
+// is wrong; a request with an envelope error still reports Envelope so the
+// ERROR reply can be framed the way the client expects.
+func ParseRequest(frames [][]byte, lim Limits) (Request, error) {
+	var req Request
+	if len(frames) > 0 && len(frames[0]) == 0 {
+		req.Envelope = true
+		frames = frames[1:]
+	}
+	if len(frames) == 0 {
+		return req, fmt.Errorf("%w: empty message", ErrBadRequest)
+	}
+	cmd := frames[0]
+	args := frames[1:]
+	switch string(cmd) {
+	case CmdOpen, CmdClose, CmdRead, CmdCancel:
+		if err := wantFrames(cmd, args, 1, 1); err != nil {
+			return req, err
+		}
+		req.Max = 1
+	case CmdWrite:
+		if err := wantFrames(cmd, args, 2, 2); err != nil {
+			return req, err
+		}
+	case CmdMWrite, CmdUnread:
+		if err := wantFrames(cmd, args, 2, lim.MaxBatch+1); err != nil {
+			return req, err
+		}
+	case CmdMRead:
+		if err := wantFrames(cmd, args, 2, 2); err != nil {
+			return req, err
+		}
+		n, err := strconv.Atoi(string(args[1]))
+		if err != nil || n < 1 || n > lim.MaxBatch {
+			return req, fmt.Errorf("%w: MREAD count %q is not a number from 1 to %d",
+				ErrBadRequest, args[1], lim.MaxBatch)
+		}
+		req.Max = n
+	case CmdList:
+		if err := wantFrames(cmd, args, 0, 0); err != nil {
+			return req, err
+		}
+		req.Cmd = CmdList
+		return req, nil
+	default:
+		return req, fmt.Errorf("%w %q", ErrUnknownCommand, abbrev(cmd))
+	}
+	req.Cmd = string(cmd)
+	name := args[0]
+	if len(name) == 0 {
+		return req, fmt.Errorf("%w: empty", ErrBadName)
+	}
+	if len(name) > lim.MaxName {
+		return req, fmt.Errorf("%w: %d bytes, limit %d", ErrBadName, len(name), lim.MaxName)
+	}
+	req.Pipe = string(name)
+	if req.Cmd == CmdWrite || req.Cmd == CmdMWrite || req.Cmd == CmdUnread {
+		req.Chunks = args[1:]
+		for _, c := range req.Chunks {
+			if len(c) > lim.MaxChunk {
+				return req, fmt.Errorf("%w: chunk of %d bytes, limit %d", ErrTooLarge, len(c), lim.MaxChunk)
+			}
+			req.Size += len(c)
+		}
+	}
+	return req, nil
+}
+
+func wantFrames(cmd []byte, args [][]byte, lo, hi int) error {
+	if len(args) >= lo && len(args) <= hi {
+		return nil
+	}
+	want := strconv.Itoa(lo)
+	if hi > lo {
+		want = fmt.Sprintf("%d to %d", lo, hi)
+	}
+	return fmt.Errorf("%w: %s takes %s argument frames, got %d", ErrBadRequest, cmd, want, len(args))
+}
+
+// abbrev keeps error messages readable when a client sends garbage.
+func abbrev(b []byte) string {
+	const max = 32
+	if len(b) > max {
+		return string(b[:max]) + "..."
+	}
+	return string(b)
+}
+
+// Reply framing. The envelope, if any, is prepended by the connection.
+
+var (
+	okFrame    = []byte(StatusOK)
+	errorFrame = []byte(StatusError)
+)
+
+func replyOK() [][]byte { return [][]byte{okFrame} }
+
+func replyError(err error) [][]byte { return [][]byte{errorFrame, []byte(err.Error())} }
+
+// parseReply interprets a reply to a request of the given command. Replies
+// to READ are a single chunk frame; every other success starts with "OK"; an
+// error is always exactly ["ERROR", reason], which no success reply can be.
+func parseReply(cmd string, frames [][]byte) ([][]byte, error) {
+	if len(frames) == 2 && bytes.Equal(frames[0], errorFrame) {
+		return nil, remoteError(frames[1])
+	}
+	if cmd == CmdRead {
+		if len(frames) != 1 {
+			return nil, fmt.Errorf("%w: READ reply has %d frames", ErrBadReply, len(frames))
+		}
+		return frames, nil
+	}
+	if len(frames) == 0 || !bytes.Equal(frames[0], okFrame) {
+		return nil, fmt.Errorf("%w: %s reply does not start with OK", ErrBadReply, cmd)
+	}
+	return frames[1:], nil
+}
+
+// ErrBadReply means the broker answered something this client cannot parse.
+var ErrBadReply = errors.New("malformed reply from broker")

@@ -1,0 +1,259 @@
+package broker
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"os"
+	"slices"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/go-zeromq/zmq4"
+	"golang.org/x/sys/unix"
+)
+
+// Config says where and how a broker serves. Zero fields take defaults.
+type Config struct {
+	Endpoint string       // default DefaultEndpoint
+	Logger   *slog.Logger // default: discard
+	Limits   Limits       // default DefaultLimits
+
+	// MaxPipeBytes bounds what one pipe queues; a WRITE to a full pipe is
+	// answered once a reader makes room. MaxTotalBytes bounds all pipes
+	// together. Both count each chunk's bytes plus a small overhead.
+	MaxPipeBytes  int // default 256 MiB
+	MaxTotalBytes int // default 512 MiB
+
+	// AllowUIDs lists the users, besides the broker's own, whose processes
+	// may connect. Everybody else is refused before the handshake.
+	AllowUIDs []int
+
+	// HandshakeTimeout bounds the ZMTP greeting of a new connection.
+	HandshakeTimeout time.Duration // default 5s
+}
+
+func (c *Config) setDefaults() error {
+	if c.Endpoint == "" {
+		c.Endpoint = DefaultEndpoint
+	}
+	if c.Logger == nil {
+		c.Logger = slog.New(slog.NewTextHandler(io.Discard, nil))
+	}
+	if c.Limits == (Limits{}) {
+		c.Limits = DefaultLimits
+	}
+	if c.MaxPipeBytes == 0 {
+		c.MaxPipeBytes = 256 << 20
+	}
+	if c.MaxTotalBytes == 0 {
+		c.MaxTotalBytes = 512 << 20
+	}
+	if c.HandshakeTimeout == 0 {
+		c.HandshakeTimeout = handshakeLimit
+	}
+	l := c.Limits
+	switch {
+	case l.MaxName < 1 || l.MaxChunk < 1 || l.MaxBatch < 1:
+		return errors.New("limits must be positive")
+	case c.MaxPipeBytes < l.MaxChunk+chunkOverhead:
+		return fmt.Errorf("pipe limit %d cannot hold one chunk of the chunk limit %d", c.MaxPipeBytes, l.MaxChunk)
+	case c.MaxTotalBytes < c.MaxPipeBytes:
+		return fmt.Errorf("total limit %d is below the pipe limit %d", c.MaxTotalBytes, c.MaxPipeBytes)
+	}
+	return nil
+}
+
+// Server is a running broker. Start one with Listen; stop it with Close.
+type Server struct {
+	cfg    Config
+	log    *slog.Logger
+	ln     *net.UnixListener
+	allow  []int
+	events chan event
+	quit   chan struct{} // closed by Close: the core shuts down
+	done   chan struct{} // closed when the core has exited
+	nextID atomic.Uint64
+
+	wg        sync.WaitGroup // every goroutine the server started
+	closeOnce sync.Once
+
+	mu    sync.Mutex
+	conns map[net.Conn]struct{} // every open connection, to force at Close
+}
+
+// event is what connection goroutines tell the core.
+type event struct {
+	client   *client
+	up       bool     // a new connection
+	down     bool     // the connection is gone
+	req      *pending // a request
+	returned []reply  // read replies that were never delivered
+}
+
+// Listen binds the endpoint and starts serving. It fails at once if another
+// broker already serves the endpoint.
+func Listen(cfg Config) (*Server, error) {
+	if err := cfg.setDefaults(); err != nil {
+		return nil, fmt.Errorf("broker config: %w", err)
+	}
+	ln, err := listen(cfg.Endpoint)
+	if err != nil {
+		return nil, err
+	}
+	s := &Server{
+		cfg:    cfg,
+		log:    cfg.Logger,
+		ln:     ln,
+		allow:  append([]int{os.Getuid()}, cfg.AllowUIDs...),
+		events: make(chan event, 256),
+		quit:   make(chan struct{}),
+		done:   make(chan struct{}),
+		conns:  make(map[net.Conn]struct{}),
+	}
+	st := newState(s)
+	s.wg.Add(2)
+	go s.acceptLoop()
+	go st.loop()
+	s.log.Info("listening", "endpoint", cfg.Endpoint)
+	return s, nil
+}
+
+// Endpoint is the endpoint the server listens on.
+func (s *Server) Endpoint() string { return s.cfg.Endpoint }
+
+// Close stops the broker: it stops accepting, answers waiting requests with
+// an error, logs what queued chunks it discards, and returns once every
+// goroutine it started has ended. It is safe to call more than once.
+func (s *Server) Close() error {
+	s.closeOnce.Do(func() {
+		s.ln.Close()
+		close(s.quit)
+		<-s.done
+		// Writers send their last replies within drainTimeout; then anything
+		// left (handshakes, stalled peers) is cut off.
+		t := time.AfterFunc(2*drainTimeout, s.closeConns)
+		s.wg.Wait()
+		t.Stop()
+	})
+	return nil
+}
+
+func (s *Server) closeConns() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for c := range s.conns {
+		c.Close()
+	}
+}
+
+func (s *Server) track(c net.Conn) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	select {
+	case <-s.quit:
+		return false
+	default:
+	}
+	s.conns[c] = struct{}{}
+	return true
+}
+
+func (s *Server) untrack(c net.Conn) {
+	s.mu.Lock()
+	delete(s.conns, c)
+	s.mu.Unlock()
+}
+
+// send hands an event to the core; false once the core is gone.
+func (s *Server) send(ev event) bool {
+	select {
+	case s.events <- ev:
+		return true
+	case <-s.done:
+		return false
+	}
+}
+
+func (s *Server) acceptLoop() {
+	defer s.wg.Done()
+	for {
+		nc, err := s.ln.AcceptUnix()
+		if err != nil {
+			if !errors.Is(err, net.ErrClosed) {
+				s.log.Error("accept failed", "err", err)
+				// Out of file descriptors and the like: back off a little
+				// rather than spin; the listener stays.
+				select {
+				case <-time.After(50 * time.Millisecond):
+					continue
+				case <-s.quit:
+				}
+			}
+			return
+		}
+		if !s.permitted(nc) || !s.track(nc) {
+			nc.Close()
+			continue
+		}
+		s.wg.Add(1)
+		go s.start(nc)
+	}
+}
+
+// permitted checks the peer's uid. An abstract socket has no file mode, so
+// this is the only thing that keeps other users out.
+func (s *Server) permitted(nc *net.UnixConn) bool {
+	raw, err := nc.SyscallConn()
+	if err != nil {
+		return false
+	}
+	var cred *unix.Ucred
+	var cerr error
+	if err := raw.Control(func(fd uintptr) {
+		cred, cerr = unix.GetsockoptUcred(int(fd), unix.SOL_SOCKET, unix.SO_PEERCRED)
+	}); err != nil || cerr != nil {
+		s.log.Warn("refused connection: cannot read peer credentials", "err", errors.Join(err, cerr))
+		return false
+	}
+	if slices.Contains(s.allow, int(cred.Uid)) {
+		return true
+	}
+	s.log.Warn("refused connection from another user", "uid", cred.Uid, "pid", cred.Pid)
+	return false
+}
+
+// start handshakes a new connection in its own goroutine, so a peer that
+// never finishes its greeting delays nobody, then runs its reader and writer.
+func (s *Server) start(nc *net.UnixConn) {
+	defer s.wg.Done()
+	defer func() {
+		// zmq4 parses the peer's handshake; a bug there must cost one
+		// connection, not the broker.
+		if r := recover(); r != nil {
+			s.log.Error("handshake panicked", "panic", r)
+			nc.Close()
+			s.untrack(nc)
+		}
+	}()
+	w, err := handshake(nc, zmq4.Router, nil, true, time.Now().Add(s.cfg.HandshakeTimeout))
+	if err != nil {
+		s.log.Info("handshake failed", "err", err)
+		nc.Close()
+		s.untrack(nc)
+		return
+	}
+	c := &client{id: s.nextID.Add(1), w: w, out: newOutbox()}
+	if !s.send(event{client: c, up: true}) {
+		nc.Close()
+		s.untrack(nc)
+		return
+	}
+	s.log.Debug("connected", "conn", c.id, "type", w.peerType, "identity", fmt.Sprintf("%x", w.peerID))
+	s.wg.Add(2)
+	go s.readLoop(c)
+	go s.writeLoop(c)
+}

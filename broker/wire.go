@@ -1,0 +1,271 @@
+package broker
+
+import (
+	"bufio"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"time"
+
+	"github.com/go-zeromq/zmq4"
+	"github.com/go-zeromq/zmq4/security/null"
+)
+
+// ZMTP 3 frame flags.
+const (
+	flagMore    = 0x01
+	flagLong    = 0x02
+	flagCommand = 0x04
+)
+
+const (
+	greetingSize   = 64        // ZMTP 3 greeting
+	maxReadySize   = 64 << 10  // a READY command is a few properties
+	bufferSize     = 64 << 10  // per-connection read and write buffers
+	handshakeLimit = time.Second * 5
+)
+
+// wire is one ZMTP connection. zmq4 performs the greeting and the NULL
+// security handshake (so zpipes speaks exactly what libzmq expects); after
+// that, wire frames messages itself over buffered I/O. That is what lets the
+// broker see every disconnect, bound every read, never block one peer on
+// another's socket, and coalesce many small frames into one syscall — the
+// things zmq4's own sockets cannot do (see shared/notes/zmq4.md).
+//
+// Reads and writes may run in two goroutines; neither side is safe for
+// concurrent use by more than one goroutine.
+type wire struct {
+	nc       net.Conn
+	r        *bufio.Reader
+	w        *bufio.Writer
+	peerType string // the peer's Socket-Type, e.g. "DEALER"
+	peerID   []byte // the peer's Identity; empty if it set none
+	scratch  []byte // frame bodies of the message being read
+	offs     []int  // frame boundaries in scratch
+}
+
+// guardedConn is the net.Conn zmq4 handshakes over. Reads come from the
+// wire's buffer, so bytes that arrive early stay for the frame reader, and
+// the header of the peer's READY command is checked before zmq4 sees it:
+// zmq4 allocates whatever size a frame header claims.
+type guardedConn struct {
+	net.Conn
+	r    *bufio.Reader
+	read int
+}
+
+func (g *guardedConn) Read(p []byte) (int, error) {
+	if g.read == greetingSize {
+		if err := checkReadyHeader(g.r); err != nil {
+			return 0, err
+		}
+	}
+	if g.read < greetingSize && len(p) > greetingSize-g.read {
+		p = p[:greetingSize-g.read]
+	}
+	n, err := g.r.Read(p)
+	g.read += n
+	return n, err
+}
+
+func checkReadyHeader(r *bufio.Reader) error {
+	h, err := r.Peek(2)
+	if err != nil {
+		return err
+	}
+	if h[0]&flagCommand == 0 {
+		return errors.New("zmtp: expected a READY command after the greeting")
+	}
+	if h[0]&flagLong != 0 {
+		h, err = r.Peek(9)
+		if err != nil {
+			return err
+		}
+		if size := binary.BigEndian.Uint64(h[1:]); size > maxReadySize {
+			return fmt.Errorf("zmtp: READY command of %d bytes", size)
+		}
+	}
+	return nil
+}
+
+// handshake runs the ZMTP greeting and READY exchange on nc within the
+// deadline. sockType is this side's socket type; id its identity, if any.
+func handshake(nc net.Conn, sockType zmq4.SocketType, id []byte, server bool, deadline time.Time) (*wire, error) {
+	w := &wire{
+		nc: nc,
+		r:  bufio.NewReaderSize(nc, bufferSize),
+		w:  bufio.NewWriterSize(nc, bufferSize),
+	}
+	if err := nc.SetDeadline(deadline); err != nil {
+		return nil, err
+	}
+	zc, err := zmq4.Open(&guardedConn{Conn: nc, r: w.r}, null.Security(), sockType, id, server, nil)
+	if err != nil {
+		return nil, err
+	}
+	if err := nc.SetDeadline(time.Time{}); err != nil {
+		return nil, err
+	}
+	w.peerType = zc.Peer.Meta["Socket-Type"]
+	w.peerID = []byte(zc.Peer.Meta["Identity"])
+	return w, nil
+}
+
+// message is one received ZMTP message or command.
+type message struct {
+	frames   [][]byte
+	envelope bool   // the first frame was empty (REQ-style)
+	command string // non-empty for a ZMTP command such as PING
+	err     error  // set when the message broke a limit and was discarded
+}
+
+// readMessage reads the next message. A message that breaks a limit is read
+// to its end and discarded, and returned with err set, so the stream stays in
+// step and the sender can be told why. Any other error means the connection
+// is unusable. All frames of a message share one allocation, sized exactly,
+// so a queued chunk keeps nothing else alive but its batch.
+func (w *wire) readMessage(maxBytes, maxFrames int) (message, error) {
+	var (
+		msg     message
+		total   int
+		nframes int
+	)
+	w.scratch = w.scratch[:0]
+	w.offs = w.offs[:0]
+	for {
+		flags, size, err := w.readHeader()
+		if err != nil {
+			return msg, err
+		}
+		if flags&flagCommand != 0 {
+			if flags&flagMore != 0 || size > maxReadySize {
+				return msg, fmt.Errorf("zmtp: bad command frame (%d bytes)", size)
+			}
+			body := make([]byte, size)
+			if _, err := io.ReadFull(w.r, body); err != nil {
+				return msg, err
+			}
+			if len(body) == 0 || int(body[0]) > len(body)-1 {
+				return msg, errors.New("zmtp: bad command frame")
+			}
+			return message{command: string(body[1 : 1+body[0]]), frames: [][]byte{body[1+body[0]:]}}, nil
+		}
+		if nframes == 0 && size == 0 && flags&flagMore != 0 {
+			msg.envelope = true
+		}
+		nframes++
+		total += int(min(size, uint64(maxBytes)+1))
+		switch {
+		case msg.err != nil:
+		case size > uint64(maxBytes) || total > maxBytes:
+			msg.err = fmt.Errorf("%w: message over %d bytes", ErrTooLarge, maxBytes)
+		case nframes > maxFrames:
+			msg.err = fmt.Errorf("%w: message over %d frames", ErrTooLarge, maxFrames)
+		}
+		if msg.err != nil {
+			if _, err := io.CopyN(io.Discard, w.r, int64(size)); err != nil {
+				return msg, err
+			}
+		} else {
+			start := len(w.scratch)
+			w.scratch = append(w.scratch, make([]byte, size)...)
+			if _, err := io.ReadFull(w.r, w.scratch[start:]); err != nil {
+				return msg, err
+			}
+			w.offs = append(w.offs, len(w.scratch))
+		}
+		if flags&flagMore == 0 {
+			break
+		}
+	}
+	if msg.err != nil {
+		return msg, nil
+	}
+	buf := make([]byte, len(w.scratch))
+	copy(buf, w.scratch)
+	msg.frames = make([][]byte, len(w.offs))
+	start := 0
+	for i, end := range w.offs {
+		msg.frames[i] = buf[start:end:end]
+		start = end
+	}
+	if cap(w.scratch) > 4*bufferSize {
+		w.scratch = nil // do not pin one huge message's buffer forever
+	}
+	return msg, nil
+}
+
+func (w *wire) readHeader() (flags byte, size uint64, err error) {
+	h, err := w.r.Peek(2)
+	if err != nil {
+		return 0, 0, err
+	}
+	flags = h[0]
+	if flags&flagLong == 0 {
+		size = uint64(h[1])
+		_, err = w.r.Discard(2)
+		return flags, size, err
+	}
+	h, err = w.r.Peek(9)
+	if err != nil {
+		return 0, 0, err
+	}
+	size = binary.BigEndian.Uint64(h[1:])
+	_, err = w.r.Discard(9)
+	if size > 1<<62 {
+		return 0, 0, fmt.Errorf("zmtp: frame of %d bytes", size)
+	}
+	return flags, size, err
+}
+
+// writeMessage buffers one message; flush sends what is buffered.
+func (w *wire) writeMessage(envelope bool, frames [][]byte) error {
+	if envelope {
+		if err := w.writeFrame(flagMore, nil); err != nil {
+			return err
+		}
+	}
+	for i, f := range frames {
+		var flags byte
+		if i < len(frames)-1 {
+			flags = flagMore
+		}
+		if err := w.writeFrame(flags, f); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// writeCommand buffers a ZMTP command such as PING or PONG.
+func (w *wire) writeCommand(name string, body []byte) error {
+	b := make([]byte, 0, 1+len(name)+len(body))
+	b = append(b, byte(len(name)))
+	b = append(b, name...)
+	b = append(b, body...)
+	return w.writeFrame(flagCommand, b)
+}
+
+func (w *wire) writeFrame(flags byte, body []byte) error {
+	var h [9]byte
+	n := 2
+	if len(body) > 255 {
+		flags |= flagLong
+		binary.BigEndian.PutUint64(h[1:], uint64(len(body)))
+		n = 9
+	} else {
+		h[1] = byte(len(body))
+	}
+	h[0] = flags
+	if _, err := w.w.Write(h[:n]); err != nil {
+		return err
+	}
+	_, err := w.w.Write(body)
+	return err
+}
+
+func (w *wire) flush() error { return w.w.Flush() }
+
+func (w *wire) close() error { return w.nc.Close() }
