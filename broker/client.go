@@ -286,27 +286,35 @@ func (c *Client) read(ctx context.Context, pipe string, call *Call) ([][]byte, e
 		return call.Reply, wrap("read", pipe, call.Err)
 	case <-ctx.Done():
 	}
-	err := c.Reclaim(pipe, call)
+	err := c.Reclaim(pipe, nil, call)
 	return nil, errors.Join(ctx.Err(), err)
 }
 
 // Reclaim takes back reads in flight on a pipe: it sends CANCEL, waits for
-// the calls' replies and returns any chunks they carried to the head of the
-// pipe, in order. It waits at most the client's timeout for a silent broker.
-func (c *Client) Reclaim(pipe string, calls ...*Call) error {
-	cancel := c.Go(CmdCancel, []byte(pipe))
-	var back [][]byte
+// the calls' replies and puts back at the head of the pipe, in order, the
+// leftover chunks (taken earlier and not used) and those the calls carried.
+// It waits at most the client's timeout for a silent broker.
+func (c *Client) Reclaim(pipe string, leftover [][]byte, calls ...*Call) error {
+	var cancel *Call
+	if len(calls) > 0 {
+		cancel = c.Go(CmdCancel, []byte(pipe))
+	}
+	back := leftover
 	for _, call := range calls {
 		<-call.Done
 		if call.Err == nil {
 			back = append(back, call.Reply...)
 		}
 	}
-	<-cancel.Done
-	if len(back) == 0 {
-		return wrap("cancel", pipe, cancel.Err)
+	var err error
+	if cancel != nil {
+		<-cancel.Done
+		err = wrap("cancel", pipe, cancel.Err)
 	}
-	return c.Unread(context.Background(), pipe, back...)
+	if len(back) > 0 {
+		err = errors.Join(err, c.Unread(context.Background(), pipe, back...))
+	}
+	return err
 }
 
 // Unread puts chunks back at the head of the pipe, in order, ahead of

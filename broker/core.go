@@ -1,6 +1,7 @@
 package broker
 
 import (
+	"context"
 	"encoding/json"
 	"log/slog"
 	"sort"
@@ -200,7 +201,11 @@ func (st *state) exec(c *client, p *pending) (reply, bool) {
 // fail answers a request with an error. The reason names no pipe: the
 // client knows which it asked for, and the log says it for the operator.
 func (st *state) fail(c *client, req *Request, err error) reply {
-	st.log.Info("request failed", "conn", c.id, "cmd", req.Cmd, "pipe", abbrev([]byte(req.Pipe)), "err", err)
+	level := slog.LevelInfo
+	if err == ErrCancelled {
+		level = slog.LevelDebug // the client asked for it
+	}
+	st.log.Log(context.Background(), level, "request failed", "conn", c.id, "cmd", req.Cmd, "pipe", abbrev([]byte(req.Pipe)), "err", err)
 	return errorReply(err)
 }
 

@@ -21,9 +21,9 @@ const (
 )
 
 const (
-	greetingSize   = 64        // ZMTP 3 greeting
-	maxReadySize   = 64 << 10  // a READY command is a few properties
-	bufferSize     = 64 << 10  // per-connection read and write buffers
+	greetingSize   = 64       // ZMTP 3 greeting
+	maxReadySize   = 64 << 10 // a READY command is a few properties
+	bufferSize     = 64 << 10 // per-connection read and write buffers
 	handshakeLimit = time.Second * 5
 )
 
@@ -117,8 +117,8 @@ func handshake(nc net.Conn, sockType zmq4.SocketType, id []byte, server bool, de
 type message struct {
 	frames   [][]byte
 	envelope bool   // the first frame was empty (REQ-style)
-	command string // non-empty for a ZMTP command such as PING
-	err     error  // set when the message broke a limit and was discarded
+	command  string // non-empty for a ZMTP command such as PING
+	err      error  // set when the message broke a limit and was discarded
 }
 
 // readMessage reads the next message. A message that breaks a limit is read

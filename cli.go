@@ -1,0 +1,152 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"syscall"
+	"time"
+
+	"github.com/alecthomas/kong"
+	"github.com/zpipes/zpipes/broker"
+)
+
+// Exit statuses, documented in zpipes(1).
+const (
+	exitOK        = 0   // success
+	exitError     = 1   // the broker answered ERROR, or another failure
+	exitUsage     = 2   // bad command line
+	exitNoBroker  = 3   // no broker at the endpoint, or it went away
+	exitBrokenOut = 141 // stdout was closed (128 + SIGPIPE)
+	// 128 + n: stopped by signal n (130 for SIGINT, 143 for SIGTERM)
+)
+
+// app is what every command runs with: the standard streams, the broker's
+// endpoint, and a context that the first SIGINT or SIGTERM cancels.
+type app struct {
+	ctx      context.Context
+	cancel   context.CancelFunc
+	stdin    *os.File
+	stdout   *os.File
+	stderr   *os.File
+	endpoint string
+	timeout  time.Duration
+
+	sigs   chan os.Signal
+	caught chan os.Signal // the signal that cancelled ctx, if any
+
+	exited bool // kong exited early (--help, --version)
+	code   int
+}
+
+func newApp(stdin, stdout, stderr *os.File) *app {
+	a := &app{stdin: stdin, stdout: stdout, stderr: stderr,
+		sigs: make(chan os.Signal, 2), caught: make(chan os.Signal, 1)}
+	a.ctx, a.cancel = context.WithCancel(context.Background())
+	// SIGPIPE is caught so that a closed stdout is an EPIPE error the
+	// commands handle (giving unwritten chunks back), not a silent death.
+	signal.Notify(a.sigs, syscall.SIGINT, syscall.SIGTERM, syscall.SIGPIPE)
+	go a.watchSignals()
+	return a
+}
+
+// watchSignals cancels the context on the first SIGINT or SIGTERM, so
+// commands stop cleanly; a second one exits at once.
+func (a *app) watchSignals() {
+	first := true
+	for sig := range a.sigs {
+		if sig == syscall.SIGPIPE {
+			continue
+		}
+		if !first {
+			os.Exit(128 + int(sig.(syscall.Signal)))
+		}
+		first = false
+		a.caught <- sig
+		a.cancel()
+	}
+}
+
+func (a *app) stop() {
+	signal.Stop(a.sigs)
+	close(a.sigs)
+	a.cancel()
+}
+
+func (a *app) exitEarly(code int) { a.exited, a.code = true, code }
+
+func (a *app) usage(parser *kong.Kong, err error) int {
+	fmt.Fprintf(a.stderr, "zpipes: %v\n", err)
+	var perr *kong.ParseError
+	if errors.As(err, &perr) && perr.Context != nil {
+		parser.Stdout = a.stderr
+		perr.Context.PrintUsage(true)
+	}
+	return exitUsage
+}
+
+// dial connects to the broker, or explains how to start one.
+func (a *app) dial() (*broker.Client, error) {
+	return broker.Dial(a.ctx, a.endpoint, broker.WithTimeout(a.timeout))
+}
+
+// errStdout marks a failed write to stdout.
+type errStdout struct{ err error }
+
+func (e errStdout) Error() string { return "write to stdout: " + e.err.Error() }
+func (e errStdout) Unwrap() error { return e.err }
+
+// exit reports err on one line of stderr and maps it to an exit status.
+func (a *app) exit(err error) int {
+	if err == nil {
+		return exitOK
+	}
+	code := exitError
+	var remote *broker.RemoteError
+	var out errStdout
+	select {
+	case sig := <-a.caught:
+		code = 128 + int(sig.(syscall.Signal))
+	default:
+		switch {
+		case errors.As(err, &out) && errors.Is(err, syscall.EPIPE):
+			code = exitBrokenOut
+		case errors.Is(err, broker.ErrNoBroker), errors.Is(err, broker.ErrConnLost):
+			code = exitNoBroker
+		case errors.As(err, &remote):
+			code = exitError
+		}
+	}
+	fmt.Fprintf(a.stderr, "zpipes: %v\n", err)
+	return code
+}
+
+// withPipe opens a pipe for the length of fn and closes it after, whatever
+// fn returns: client commands hold the pipe only while they use it.
+func (a *app) withPipe(pipe string, fn func(c *broker.Client) error) error {
+	c, err := a.dial()
+	if err != nil {
+		return err
+	}
+	defer c.Close()
+	if err := c.Open(a.ctx, pipe); err != nil {
+		return err
+	}
+	err = fn(c)
+	// Close even when interrupted: the open count belongs to the pipe, so a
+	// missed CLOSE would keep it forever.
+	ctx, cancel := context.WithTimeout(context.Background(), a.timeout)
+	defer cancel()
+	return errors.Join(err, c.ClosePipe(ctx, pipe))
+}
+
+// writeAll writes b to w, marking a failure as stdout's.
+func writeAll(w io.Writer, b []byte) error {
+	if _, err := w.Write(b); err != nil {
+		return errStdout{err}
+	}
+	return nil
+}

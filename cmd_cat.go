@@ -1,0 +1,321 @@
+package main
+
+import (
+	"bufio"
+	"bytes"
+	"errors"
+	"fmt"
+	"io"
+	"strconv"
+
+	"github.com/zpipes/zpipes/broker"
+)
+
+// CatCmd streams lines into a pipe (-w) or a pipe's chunks out as lines (-r).
+type CatCmd struct {
+	Pipe  string  `arg:"" help:"Pipe name."`
+	Read  bool    `short:"r" xor:"mode" required:"" help:"Read: print each chunk on its own line, until stopped."`
+	Write bool    `short:"w" xor:"mode" required:"" help:"Write: send each stdin line, without its newline, as one chunk."`
+	Count int     `short:"n" placeholder:"N" help:"With -r: stop after N chunks, taking no more than N from the pipe."`
+	Null  bool    `short:"0" help:"Lines end with NUL instead of newline, in both directions."`
+	EOF   *string `name:"eof" placeholder:"MARKER" help:"With -w: send MARKER after the last line. With -r: stop at MARKER, without printing it; later chunks stay in the pipe."`
+	Batch int     `default:"1024" hidden:"" help:"Most chunks per request."`
+}
+
+// Batching bounds: a batch goes out when it holds Batch chunks or
+// batchBytes bytes, or as soon as stdin has nothing more buffered, so an
+// interactive producer's lines are not held back.
+const (
+	batchBytes = 256 << 10
+	window     = 8 // batches in flight while writing
+	readAhead  = 2 // MREADs in flight while reading
+)
+
+func (c *CatCmd) Validate() error {
+	switch {
+	case c.Count < 0:
+		return errors.New("-n must not be negative")
+	case c.Count > 0 && c.Write:
+		return errors.New("-n goes with -r")
+	case c.Batch < 1:
+		return errors.New("--batch must be positive")
+	}
+	return nil
+}
+
+func (c *CatCmd) Run(a *app) error {
+	return a.withPipe(c.Pipe, func(cl *broker.Client) error {
+		if c.Write {
+			return c.write(a, cl)
+		}
+		return c.read(a, cl)
+	})
+}
+
+type batch struct {
+	chunks [][]byte
+	err    error // the read error that ended stdin, other than EOF
+}
+
+// write sends stdin's lines, pipelined, and returns once every chunk sent
+// is acknowledged: exiting earlier could drop what is still unsent.
+func (c *CatCmd) write(a *app, cl *broker.Client) error {
+	batches := make(chan batch, window)
+	go readBatches(a.stdin, separator(c.Null), c.Batch, batches)
+
+	var (
+		inflight []*broker.Call
+		counts   []int
+		written  int
+		readErr  error
+	)
+	// settle accounts for the oldest write in flight, answered by call.
+	settle := func(call *broker.Call) error {
+		inflight, written, counts = inflight[1:], written+counts[0], counts[1:]
+		if call.Err != nil {
+			return fmt.Errorf("write %q: %w (%d chunks written)", c.Pipe, call.Err, written)
+		}
+		return nil
+	}
+	wait := func() error { return settle(<-inflight[0].Done) }
+	send := func(chunks [][]byte) {
+		args := append([][]byte{[]byte(c.Pipe)}, chunks...)
+		cmd := broker.CmdMWrite
+		if len(chunks) == 1 {
+			cmd = broker.CmdWrite
+		}
+		inflight = append(inflight, cl.Go(cmd, args...))
+		counts = append(counts, len(chunks))
+	}
+	interrupted := false
+loop:
+	for {
+		var oldest <-chan *broker.Call
+		if len(inflight) > 0 {
+			oldest = inflight[0].Done
+		}
+		select {
+		case b, ok := <-batches:
+			if !ok {
+				break loop
+			}
+			if b.err != nil {
+				readErr = b.err
+				break loop
+			}
+			if len(inflight) == window {
+				if err := wait(); err != nil {
+					return err
+				}
+			}
+			send(b.chunks)
+		case call := <-oldest:
+			if err := settle(call); err != nil {
+				return err
+			}
+		case <-a.ctx.Done():
+			interrupted = true
+			break loop
+		}
+	}
+	if !interrupted && readErr == nil && c.EOF != nil {
+		send([][]byte{[]byte(*c.EOF)})
+	}
+	for len(inflight) > 0 {
+		if err := wait(); err != nil {
+			return err
+		}
+	}
+	switch {
+	case readErr != nil:
+		return fmt.Errorf("read stdin: %w (%d chunks written)", readErr, written)
+	case interrupted:
+		return fmt.Errorf("cat -w %q: interrupted: %d chunks written", c.Pipe, written)
+	}
+	return nil
+}
+
+// readBatches splits r into lines, of any length, and sends them in
+// batches. Each batch's lines share one buffer.
+func readBatches(r io.Reader, sep byte, max int, out chan<- batch) {
+	defer close(out)
+	br := bufio.NewReaderSize(r, 64<<10)
+	var (
+		buf  []byte
+		ends []int
+	)
+	lineStart := 0 // where the line being read begins in buf
+	emit := func() {
+		if len(ends) == 0 {
+			return
+		}
+		chunks := make([][]byte, len(ends))
+		start := 0
+		for i, end := range ends {
+			chunks[i] = buf[start:end:end]
+			start = end
+		}
+		out <- batch{chunks: chunks}
+		buf, ends, lineStart = nil, nil, 0
+	}
+	for {
+		frag, err := br.ReadSlice(sep)
+		more := errors.Is(err, bufio.ErrBufferFull) // the line goes on
+		atEOF := errors.Is(err, io.EOF)
+		switch {
+		case err == nil:
+			frag = frag[:len(frag)-1]
+		case more:
+		case atEOF:
+			if len(frag) == 0 && len(buf) == lineStart {
+				emit() // input ended with a separator, or was empty
+				return
+			}
+		default:
+			emit()
+			out <- batch{err: err}
+			return
+		}
+		if len(ends) > 0 && len(buf)+len(frag) > batchBytes {
+			// Keep batches bounded: send the complete lines, and carry
+			// the line begun so far over to the next batch.
+			partial := bytes.Clone(buf[lineStart:])
+			buf = buf[:lineStart]
+			emit()
+			buf = partial
+		}
+		buf = append(buf, frag...)
+		if more {
+			continue
+		}
+		ends = append(ends, len(buf))
+		lineStart = len(buf)
+		if len(ends) >= max || len(buf) >= batchBytes || br.Buffered() == 0 || atEOF {
+			emit()
+		}
+		if atEOF {
+			return
+		}
+	}
+}
+
+// read prints chunks, with MREADs pipelined, until -n, --eof, a signal, a
+// closed stdout or a failure stops it. Whatever it took from the pipe and
+// did not write to stdout goes back to the head of the pipe, in order.
+func (c *CatCmd) read(a *app, cl *broker.Client) error {
+	out := &chunkWriter{w: a.stdout, sep: separator(c.Null)}
+	var (
+		calls     []*broker.Call
+		asked     []int
+		requested int // chunks asked for by calls in flight
+		delivered int
+		leftover  [][]byte // taken but not to be printed
+		err       error
+	)
+	for {
+		for len(calls) < readAhead {
+			n := c.Batch
+			if c.Count > 0 {
+				n = min(n, c.Count-delivered-requested)
+			}
+			if n <= 0 {
+				break
+			}
+			calls = append(calls, cl.Go(broker.CmdMRead, []byte(c.Pipe), []byte(strconv.Itoa(n))))
+			asked = append(asked, n)
+			requested += n
+		}
+		if len(calls) == 0 {
+			break // -n reached
+		}
+		head := calls[0]
+		select {
+		case <-head.Done:
+		default:
+			// The pipe is idle: let the consumer see what we have.
+			if err = out.flush(); err != nil {
+				break
+			}
+			select {
+			case <-head.Done:
+			case <-a.ctx.Done():
+				err = fmt.Errorf("cat -r %q: interrupted after %d chunks", c.Pipe, delivered)
+			}
+		}
+		if err != nil {
+			break
+		}
+		calls, requested, asked = calls[1:], requested-asked[0], asked[1:]
+		if head.Err != nil {
+			err = fmt.Errorf("read %q: %w", c.Pipe, head.Err)
+			break
+		}
+		stop := false
+		for i, chunk := range head.Reply {
+			if c.EOF != nil && bytes.Equal(chunk, []byte(*c.EOF)) {
+				leftover, stop = head.Reply[i+1:], true
+				break
+			}
+			delivered++
+			out.add(chunk)
+		}
+		if err = out.flushIfFull(); err != nil || stop {
+			break
+		}
+	}
+	if err == nil {
+		err = out.flush()
+	}
+	// Unprinted chunks were taken first, then the rest of the batch that
+	// held the marker, then whatever the reads in flight bring.
+	leftover = append(out.unwritten(), leftover...)
+	if len(calls) > 0 || len(leftover) > 0 {
+		err = errors.Join(err, cl.Reclaim(c.Pipe, leftover, calls...))
+	}
+	return err
+}
+
+// chunkWriter buffers chunks for stdout and knows, after a failed write,
+// which chunks did not get out.
+type chunkWriter struct {
+	w      io.Writer
+	sep    byte
+	buf    []byte
+	ends   []int
+	chunks [][]byte
+}
+
+func (o *chunkWriter) add(c []byte) {
+	o.buf = append(o.buf, c...)
+	o.buf = append(o.buf, o.sep)
+	o.ends = append(o.ends, len(o.buf))
+	o.chunks = append(o.chunks, c)
+}
+
+func (o *chunkWriter) flushIfFull() error {
+	if len(o.buf) < 64<<10 {
+		return nil
+	}
+	return o.flush()
+}
+
+func (o *chunkWriter) flush() error {
+	if len(o.buf) == 0 {
+		return nil
+	}
+	n, err := o.w.Write(o.buf)
+	if err != nil {
+		// Chunks not written in full are kept for unwritten.
+		i := 0
+		for i < len(o.ends) && o.ends[i] <= n {
+			i++
+		}
+		o.chunks, o.ends, o.buf = o.chunks[i:], nil, nil
+		return errStdout{err}
+	}
+	o.buf, o.ends, o.chunks = o.buf[:0], o.ends[:0], o.chunks[:0]
+	return nil
+}
+
+// unwritten returns the chunks added and not written.
+func (o *chunkWriter) unwritten() [][]byte { return o.chunks }

@@ -1,0 +1,16 @@
+package main
+
+// CloseCmd takes one from a pipe's open count. The pipe goes away when the
+// count is zero and no chunks are queued; chunks already written stay.
+type CloseCmd struct {
+	Pipe string `arg:"" help:"Pipe name."`
+}
+
+func (o *CloseCmd) Run(a *app) error {
+	c, err := a.dial()
+	if err != nil {
+		return err
+	}
+	defer c.Close()
+	return c.ClosePipe(a.ctx, o.Pipe)
+}

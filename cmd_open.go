@@ -1,0 +1,16 @@
+package main
+
+// OpenCmd adds one to a pipe's open count, creating it if needed. Like
+// mkfifo, the pipe stays after the command exits, until a CLOSE.
+type OpenCmd struct {
+	Pipe string `arg:"" help:"Pipe name."`
+}
+
+func (o *OpenCmd) Run(a *app) error {
+	c, err := a.dial()
+	if err != nil {
+		return err
+	}
+	defer c.Close()
+	return c.Open(a.ctx, o.Pipe)
+}

@@ -1,0 +1,59 @@
+// Command zpipes is a reliable named-pipes broker and its client: pipes that
+// outlive the processes using them. See zpipes(1) and zpipes(7).
+package main
+
+import (
+	"os"
+	"time"
+
+	"github.com/alecthomas/kong"
+	"github.com/zpipes/zpipes/broker"
+)
+
+// version is set at build time with -ldflags "-X main.version=...".
+var version = "dev"
+
+// CLI is the command line: global flags, then one subcommand.
+type CLI struct {
+	Endpoint string           `short:"e" env:"ZPIPES_ENDPOINT" default:"${endpoint}" placeholder:"EP" help:"Broker endpoint: ipc://@NAME (abstract socket) or ipc:///PATH."`
+	Timeout  time.Duration    `default:"5s" help:"Give up on a broker that stays silent this long while a request is outstanding."`
+	Version  kong.VersionFlag `help:"Print the version and exit."`
+
+	Serve ServeCmd `cmd:"" help:"Run the broker in the foreground."`
+	Open  OpenCmd  `cmd:"" help:"Open a pipe, creating it if needed (like mkfifo)."`
+	Close CloseCmd `cmd:"" help:"Close a pipe; it goes away once it is closed and empty (like rm)."`
+	Write WriteCmd `cmd:"" help:"Write each argument as one chunk."`
+	Read  ReadCmd  `cmd:"" help:"Read chunks and print each on its own line."`
+	Cat   CatCmd   `cmd:"" help:"Stream stdin lines into a pipe (-w), or a pipe's chunks to stdout (-r)."`
+}
+
+func main() {
+	os.Exit(run(os.Args[1:], os.Stdin, os.Stdout, os.Stderr))
+}
+
+// run parses args and runs the command, returning the exit status.
+func run(args []string, stdin *os.File, stdout, stderr *os.File) int {
+	var cli CLI
+	a := newApp(stdin, stdout, stderr)
+	parser, err := kong.New(&cli,
+		kong.Name("zpipes"),
+		kong.Description("Reliable named pipes: chunks queued in a broker outlive the processes that write and read them."),
+		kong.Writers(stdout, stderr),
+		kong.Vars{"endpoint": broker.DefaultEndpoint, "version": "zpipes " + version},
+		kong.Exit(a.exitEarly),
+		kong.Bind(a),
+	)
+	if err != nil {
+		panic(err) // the CLI struct itself is wrong: a bug
+	}
+	kctx, err := parser.Parse(args)
+	if a.exited {
+		return a.code // --help or --version
+	}
+	if err != nil {
+		return a.usage(parser, err)
+	}
+	a.endpoint, a.timeout = cli.Endpoint, cli.Timeout
+	defer a.stop()
+	return a.exit(kctx.Run())
+}
