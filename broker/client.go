@@ -23,7 +23,9 @@ const DefaultTimeout = 5 * time.Second
 
 // Client is a connection to a broker. Requests are answered in the order
 // they are sent; any number may be in flight (see Go). It is safe for
-// concurrent use.
+// concurrent use, but the broker runs a connection's requests in order, so
+// a READ waiting on one pipe holds everything sent after it, including a
+// CANCEL for another pipe: read pipes concurrently through separate Clients.
 type Client struct {
 	endpoint string
 	w        *wire
