@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"runtime/debug"
 	"strconv"
 
 	"github.com/zpipes/zpipes/broker"
@@ -19,16 +20,16 @@ type CatCmd struct {
 	Count int     `short:"n" placeholder:"N" help:"With -r: stop after N chunks, taking no more than N from the pipe."`
 	Null  bool    `short:"0" help:"Lines end with NUL instead of newline, in both directions."`
 	EOF   *string `name:"eof" placeholder:"MARKER" help:"With -w: send MARKER after the last line. With -r: stop at MARKER, without printing it; later chunks stay in the pipe."`
-	Batch int     `default:"1024" hidden:"" help:"Most chunks per request."`
+	Batch int     `default:"4096" hidden:"" help:"Most chunks per request."`
 }
 
 // Batching bounds: a batch goes out when it holds Batch chunks or
 // batchBytes bytes, or as soon as stdin has nothing more buffered, so an
 // interactive producer's lines are not held back.
 const (
-	batchBytes = 256 << 10
+	batchBytes = 1024 << 10
 	window     = 8 // batches in flight while writing
-	readAhead  = 2 // MREADs in flight while reading
+	readAhead  = 4 // MREADs in flight while reading
 )
 
 func (c *CatCmd) Validate() error {
@@ -44,6 +45,8 @@ func (c *CatCmd) Validate() error {
 }
 
 func (c *CatCmd) Run(a *app) error {
+	// The heap of a cat is a few batches, recycled fast: collect seldom.
+	debug.SetGCPercent(400)
 	return a.withPipe(c.Pipe, func(cl *broker.Client) error {
 		if c.Write {
 			return c.write(a, cl)
@@ -54,14 +57,18 @@ func (c *CatCmd) Run(a *app) error {
 
 type batch struct {
 	chunks [][]byte
-	err    error // the read error that ended stdin, other than EOF
+	buf    []byte // the chunks' memory, to reuse once they are sent
+	err    error  // the read error that ended stdin, other than EOF
 }
 
 // write sends stdin's lines, pipelined, and returns once every chunk sent
 // is acknowledged: exiting earlier could drop what is still unsent.
 func (c *CatCmd) write(a *app, cl *broker.Client) error {
 	batches := make(chan batch, window)
-	go readBatches(a.stdin, separator(c.Null), c.Batch, batches)
+	// Sent batches' buffers go back to the reader: Client.Go has written
+	// the chunks to the socket by the time it returns.
+	free := make(chan []byte, window+1)
+	go readBatches(a.stdin, separator(c.Null), c.Batch, batches, free)
 
 	var (
 		inflight []*broker.Call
@@ -109,6 +116,10 @@ loop:
 				}
 			}
 			send(b.chunks)
+			select {
+			case free <- b.buf:
+			default:
+			}
 		case call := <-oldest:
 			if err := settle(call); err != nil {
 				return err
@@ -137,13 +148,11 @@ loop:
 
 // readBatches splits r into lines, of any length, and sends them in
 // batches. Each batch's lines share one buffer.
-func readBatches(r io.Reader, sep byte, max int, out chan<- batch) {
+func readBatches(r io.Reader, sep byte, max int, out chan<- batch, free <-chan []byte) {
 	defer close(out)
-	br := bufio.NewReaderSize(r, 64<<10)
-	var (
-		buf  []byte
-		ends []int
-	)
+	br := bufio.NewReaderSize(r, 256<<10)
+	buf := make([]byte, 0, batchBytes)
+	var ends []int
 	lineStart := 0 // where the line being read begins in buf
 	emit := func() {
 		if len(ends) == 0 {
@@ -155,8 +164,14 @@ func readBatches(r io.Reader, sep byte, max int, out chan<- batch) {
 			chunks[i] = buf[start:end:end]
 			start = end
 		}
-		out <- batch{chunks: chunks}
-		buf, ends, lineStart = nil, nil, 0
+		out <- batch{chunks: chunks, buf: buf}
+		select {
+		case buf = <-free:
+			buf = buf[:0]
+		default:
+			buf = make([]byte, 0, batchBytes)
+		}
+		ends, lineStart = ends[:0], 0
 	}
 	for {
 		frag, err := br.ReadSlice(sep)
@@ -182,7 +197,7 @@ func readBatches(r io.Reader, sep byte, max int, out chan<- batch) {
 			partial := bytes.Clone(buf[lineStart:])
 			buf = buf[:lineStart]
 			emit()
-			buf = partial
+			buf = append(buf, partial...)
 		}
 		buf = append(buf, frag...)
 		if more {
@@ -293,7 +308,7 @@ func (o *chunkWriter) add(c []byte) {
 }
 
 func (o *chunkWriter) flushIfFull() error {
-	if len(o.buf) < 64<<10 {
+	if len(o.buf) < 256<<10 {
 		return nil
 	}
 	return o.flush()

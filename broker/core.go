@@ -9,7 +9,7 @@ import (
 
 // maxReplyBytes bounds the chunks one MREAD reply carries (it always carries
 // at least one), so a batch reply never holds up a connection for long.
-const maxReplyBytes = 256 << 10
+const maxReplyBytes = 1024 << 10
 
 // state is the broker's core: the pipe table, every queue and every waiting
 // request. One goroutine (loop) owns it; connections talk to it through

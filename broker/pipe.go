@@ -4,46 +4,70 @@ package broker
 // bytes (its slice header in a queue), so byte limits track real memory.
 const chunkOverhead = 24
 
-// fifo is a queue of chunks. Popped slots are cleared so their memory can be
-// collected, and the backing array is compacted when mostly empty.
+// fifo is a queue of chunks in fixed-size segments, so that neither a long
+// queue nor a burst of pushes ever copies the queue, and the memory of
+// consumed chunks is released as the queue drains.
 type fifo struct {
-	items [][]byte
-	head  int
+	head, tail *segment
+	hi, ti     int // next slot to pop in head, next free slot in tail
+	n          int
 }
 
-func (q *fifo) len() int { return len(q.items) - q.head }
+const segmentSize = 128
 
-func (q *fifo) push(c []byte) { q.items = append(q.items, c) }
+type segment struct {
+	items [segmentSize][]byte
+	next  *segment
+}
+
+func (q *fifo) len() int { return q.n }
+
+func (q *fifo) push(c []byte) {
+	if q.tail == nil || q.ti == segmentSize {
+		s := &segment{}
+		if q.tail == nil {
+			q.head, q.hi = s, 0
+		} else {
+			q.tail.next = s
+		}
+		q.tail, q.ti = s, 0
+	}
+	q.tail.items[q.ti] = c
+	q.ti++
+	q.n++
+}
+
+func (q *fifo) peek() []byte { return q.head.items[q.hi] }
 
 func (q *fifo) pop() []byte {
-	c := q.items[q.head]
-	q.items[q.head] = nil
-	q.head++
+	c := q.head.items[q.hi]
+	q.head.items[q.hi] = nil
+	q.hi++
+	q.n--
 	switch {
-	case q.head == len(q.items):
-		q.items, q.head = q.items[:0], 0
-		if cap(q.items) > 1024 {
-			q.items = nil
-		}
-	case q.head > 1024 && q.head > len(q.items)/2:
-		n := copy(q.items, q.items[q.head:])
-		clear(q.items[n:])
-		q.items, q.head = q.items[:n], 0
+	case q.n == 0:
+		*q = fifo{} // drop the segments; an idle queue holds nothing
+	case q.hi == segmentSize:
+		q.head, q.hi = q.head.next, 0
 	}
 	return c
 }
 
 // pushFront puts chunks back at the head, keeping their order.
 func (q *fifo) pushFront(cs [][]byte) {
-	if len(cs) <= q.head {
-		q.head -= len(cs)
-		copy(q.items[q.head:], cs)
-		return
+	for i := len(cs) - 1; i >= 0; i-- {
+		if q.head == nil {
+			q.push(cs[i])
+			continue
+		}
+		if q.hi == 0 {
+			q.head = &segment{next: q.head}
+			q.hi = segmentSize
+		}
+		q.hi--
+		q.head.items[q.hi] = cs[i]
+		q.n++
 	}
-	items := make([][]byte, 0, len(cs)+q.len())
-	items = append(items, cs...)
-	q.items = append(items, q.items[q.head:]...)
-	q.head = 0
 }
 
 // writerQueue holds one writer's chunks in one pipe.
@@ -117,9 +141,9 @@ func (p *pipe) dequeue(max, maxBytes int) [][]byte {
 	for len(out) < max && p.chunks > 0 {
 		var c []byte
 		if p.returned.len() > 0 {
-			c = p.returned.queuePeek()
+			c = p.returned.peek()
 		} else {
-			c = p.ring[p.next].queuePeek()
+			c = p.ring[p.next].peek()
 		}
 		if len(out) > 0 && size+len(c) > maxBytes {
 			break
@@ -129,8 +153,6 @@ func (p *pipe) dequeue(max, maxBytes int) [][]byte {
 	}
 	return out
 }
-
-func (q *fifo) queuePeek() []byte { return q.items[q.head] }
 
 // take removes the next chunk in fair order.
 func (p *pipe) take() []byte {

@@ -147,7 +147,7 @@ func (w *wire) readMessage(maxBytes, maxFrames int) (message, error) {
 			if _, err := io.ReadFull(w.r, body); err != nil {
 				return msg, err
 			}
-			if len(body) == 0 || int(body[0]) > len(body)-1 {
+			if len(body) == 0 || body[0] == 0 || int(body[0]) > len(body)-1 {
 				return msg, errors.New("zmtp: bad command frame")
 			}
 			return message{command: string(body[1 : 1+body[0]]), frames: [][]byte{body[1+body[0]:]}}, nil
@@ -191,7 +191,7 @@ func (w *wire) readMessage(maxBytes, maxFrames int) (message, error) {
 		msg.frames[i] = buf[start:end:end]
 		start = end
 	}
-	if cap(w.scratch) > 4*bufferSize {
+	if cap(w.scratch) > 4<<20 {
 		w.scratch = nil // do not pin one huge message's buffer forever
 	}
 	return msg, nil
