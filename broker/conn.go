@@ -71,7 +71,11 @@ func (o *outbox) push(r reply) bool {
 }
 
 // admit waits until the connection may read another request, or it closes.
-func (o *outbox) admit(cost int) bool {
+// While it waits the peer hears nothing from us, and its PINGs go unread
+// behind its requests; so that it does not take the broker for dead, the
+// connection is sent a PING of its own now and then.
+func (o *outbox) admit() bool {
+	var tick <-chan time.Time
 	for {
 		o.mu.Lock()
 		if o.dead {
@@ -80,18 +84,27 @@ func (o *outbox) admit(cost int) bool {
 		}
 		if o.inflight < maxInflight && o.bytes < maxInflightBytes {
 			o.inflight++
-			o.bytes += cost
 			o.mu.Unlock()
 			return true
 		}
 		o.mu.Unlock()
+		if tick == nil {
+			t := time.NewTicker(throttleHeartbeat)
+			defer t.Stop()
+			tick = t.C
+		}
 		select {
 		case <-o.room:
 		case <-o.stop:
 			return false
+		case <-tick:
+			o.push(reply{command: "PING", frames: [][]byte{{0, 0}}})
 		}
 	}
 }
+
+// throttleHeartbeat is how often a throttled connection is pinged.
+const throttleHeartbeat = 500 * time.Millisecond
 
 // charge adds the size of a request just read to the inflight bytes.
 func (o *outbox) charge(cost int) {
@@ -169,7 +182,7 @@ func (s *Server) readLoop(c *client) {
 	defer s.wg.Done()
 	lim := s.cfg.Limits
 	for {
-		if !c.out.admit(0) {
+		if !c.out.admit() {
 			break
 		}
 		msg, err := c.w.readMessage(lim.maxMessage(), lim.maxFrames())
@@ -180,14 +193,17 @@ func (s *Server) readLoop(c *client) {
 			break
 		}
 		if msg.command != "" {
-			c.out.release([]reply{{credit: true}})
-			if msg.command == "PING" {
-				body := msg.frames[0]
-				if len(body) >= 2 {
-					body = body[2:] // PONG echoes the context after the TTL
-				}
-				c.out.push(reply{command: "PONG", frames: [][]byte{body}})
+			if msg.command != "PING" {
+				c.out.release([]reply{{credit: true}})
+				continue
 			}
+			body := msg.frames[0]
+			if len(body) >= 2 {
+				body = body[2:] // PONG echoes the context after the TTL
+			}
+			// The PONG holds the PING's credit until it is written, so a
+			// peer that pings and never reads is throttled like any other.
+			c.out.push(reply{command: "PONG", frames: [][]byte{body}, credit: true})
 			continue
 		}
 		p := &pending{}

@@ -175,6 +175,7 @@ func (st *state) exec(c *client, p *pending) (reply, bool) {
 		return reply{frames: replyOK()}, true
 	default: // READ, MREAD
 		if p.cancelled {
+			st.removeIfUnused(pp)
 			return st.fail(c, req, ErrCancelled), true
 		}
 		if pp.reader != nil && pp.reader != c {

@@ -156,7 +156,7 @@ func ParseRequest(frames [][]byte, lim Limits) (Request, error) {
 		req.Cmd = CmdList
 		return req, nil
 	default:
-		return req, fmt.Errorf("%w %q", ErrUnknownCommand, abbrev(cmd))
+		return req, fmt.Errorf("%w: %q", ErrUnknownCommand, abbrev(cmd))
 	}
 	req.Cmd = string(cmd)
 	name := args[0]

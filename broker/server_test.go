@@ -306,7 +306,7 @@ func TestREQEnvelopeIsEchoed(t *testing.T) {
 		{[]string{"", "OPEN", "p"}, []string{"", "OK"}},
 		{[]string{"", "WRITE", "p", "chunk"}, []string{"", "OK"}},
 		{[]string{"", "READ", "p"}, []string{"", "chunk"}},
-		{[]string{"", "NOPE", "p"}, []string{"", "ERROR", `unknown command "NOPE"`}},
+		{[]string{"", "NOPE", "p"}, []string{"", "ERROR", `unknown command: "NOPE"`}},
 		{[]string{"", "CLOSE", "p"}, []string{"", "OK"}},
 	} {
 		p.send(step.req...)

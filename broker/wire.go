@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"strings"
 	"time"
 
 	"github.com/go-zeromq/zmq4"
@@ -22,7 +23,7 @@ const (
 
 const (
 	greetingSize   = 64       // ZMTP 3 greeting
-	maxReadySize   = 64 << 10 // a READY command is a few properties
+	maxCommandSize = 16 << 10 // a READY or PING command is a few short fields
 	bufferSize     = 64 << 10 // per-connection read and write buffers
 	handshakeLimit = time.Second * 5
 )
@@ -58,7 +59,7 @@ type guardedConn struct {
 
 func (g *guardedConn) Read(p []byte) (int, error) {
 	if g.read == greetingSize {
-		if err := checkReadyHeader(g.r); err != nil {
+		if err := checkReady(g.r); err != nil {
 			return 0, err
 		}
 	}
@@ -70,24 +71,66 @@ func (g *guardedConn) Read(p []byte) (int, error) {
 	return n, err
 }
 
-func checkReadyHeader(r *bufio.Reader) error {
+// checkReady validates the peer's READY command before zmq4 parses it:
+// zmq4 allocates whatever size a frame header claims, indexes properties
+// without bounds checks and panics on a socket type it does not know.
+func checkReady(r *bufio.Reader) error {
 	h, err := r.Peek(2)
 	if err != nil {
 		return err
 	}
-	if h[0]&flagCommand == 0 {
+	if h[0]&flagCommand == 0 || h[0]&flagMore != 0 {
 		return errors.New("zmtp: expected a READY command after the greeting")
 	}
+	hdr, size := 2, uint64(h[1])
 	if h[0]&flagLong != 0 {
-		h, err = r.Peek(9)
-		if err != nil {
+		if h, err = r.Peek(9); err != nil {
 			return err
 		}
-		if size := binary.BigEndian.Uint64(h[1:]); size > maxReadySize {
-			return fmt.Errorf("zmtp: READY command of %d bytes", size)
+		hdr, size = 9, binary.BigEndian.Uint64(h[1:])
+	}
+	if size > maxCommandSize {
+		return fmt.Errorf("zmtp: READY command of %d bytes", size)
+	}
+	frame, err := r.Peek(hdr + int(size))
+	if err != nil {
+		return err
+	}
+	body := frame[hdr:]
+	if len(body) < 6 || body[0] != 5 || string(body[1:6]) != "READY" {
+		return errors.New("zmtp: expected a READY command after the greeting")
+	}
+	props := body[6:]
+	typed := false
+	for len(props) > 0 {
+		n := int(props[0])
+		if n == 0 || len(props) < 1+n+4 {
+			return errors.New("zmtp: malformed READY property")
 		}
+		name := string(props[1 : 1+n])
+		vlen := binary.BigEndian.Uint32(props[1+n:])
+		if uint64(len(props)-(1+n+4)) < uint64(vlen) {
+			return errors.New("zmtp: malformed READY property")
+		}
+		value := string(props[1+n+4 : 1+n+4+int(vlen)])
+		if strings.EqualFold(name, "Socket-Type") {
+			if !knownSocketTypes[value] {
+				return fmt.Errorf("zmtp: unknown socket type %q", value)
+			}
+			typed = true
+		}
+		props = props[1+n+4+int(vlen):]
+	}
+	if !typed {
+		return errors.New("zmtp: READY without a socket type")
 	}
 	return nil
+}
+
+// knownSocketTypes are the ZMTP socket types zmq4 can check compatibility of.
+var knownSocketTypes = map[string]bool{
+	"PAIR": true, "PUB": true, "SUB": true, "REQ": true, "REP": true, "DEALER": true,
+	"ROUTER": true, "PULL": true, "PUSH": true, "XPUB": true, "XSUB": true,
 }
 
 // handshake runs the ZMTP greeting and READY exchange on nc within the
@@ -140,7 +183,7 @@ func (w *wire) readMessage(maxBytes, maxFrames int) (message, error) {
 			return msg, err
 		}
 		if flags&flagCommand != 0 {
-			if flags&flagMore != 0 || size > maxReadySize {
+			if flags&flagMore != 0 || size > maxCommandSize {
 				return msg, fmt.Errorf("zmtp: bad command frame (%d bytes)", size)
 			}
 			body := make([]byte, size)
@@ -169,10 +212,16 @@ func (w *wire) readMessage(maxBytes, maxFrames int) (message, error) {
 				return msg, err
 			}
 		} else {
-			start := len(w.scratch)
-			w.scratch = append(w.scratch, make([]byte, size)...)
-			if _, err := io.ReadFull(w.r, w.scratch[start:]); err != nil {
-				return msg, err
+			// Grow as the bytes arrive, not by what the header claims, so
+			// a peer cannot reserve memory it never sends.
+			for left := int(size); left > 0; {
+				n := min(left, bufferSize)
+				start := len(w.scratch)
+				w.scratch = append(w.scratch, make([]byte, n)...)
+				if _, err := io.ReadFull(w.r, w.scratch[start:]); err != nil {
+					return msg, err
+				}
+				left -= n
 			}
 			w.offs = append(w.offs, len(w.scratch))
 		}

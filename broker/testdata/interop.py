@@ -135,7 +135,7 @@ def basic(peer, pipe):
     ok(tag + " mread")
 
     peer.expect(["ERROR", "no such pipe"], "READ", pipe + "-missing")
-    peer.expect(["ERROR", 'unknown command "FOO"'], "FOO", pipe)
+    peer.expect(["ERROR", 'unknown command: "FOO"'], "FOO", pipe)
     ok(tag + " errors are [ERROR, reason]")
 
     peer.expect(["OK"], "CLOSE", pipe)
