@@ -1,0 +1,228 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"io"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/zpipes/zpipes/broker"
+)
+
+// zpipesBin is the test binary under the name "zpipes", which
+// testscript.Main (in TestMain) runs as the command itself.
+func zpipesBin(t *testing.T) string {
+	t.Helper()
+	bin := filepath.Join(t.TempDir(), "zpipes")
+	if err := os.Symlink(os.Args[0], bin); err != nil {
+		t.Fatal(err)
+	}
+	return bin
+}
+
+// startBroker runs a broker in-process on a fresh endpoint.
+func startBroker(t *testing.T) (*broker.Server, *broker.Client) {
+	t.Helper()
+	b := make([]byte, 8)
+	rand.Read(b)
+	s, err := broker.Listen(broker.Config{Endpoint: "ipc://@zpipes-test-" + hex.EncodeToString(b)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { s.Close() })
+	c, err := broker.Dial(context.Background(), s.Endpoint())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	return s, c
+}
+
+func exitCode(t *testing.T, err error) int {
+	t.Helper()
+	var ee *exec.ExitError
+	if err == nil {
+		return 0
+	}
+	if !errors.As(err, &ee) {
+		t.Fatalf("run: %v", err)
+	}
+	return ee.ExitCode()
+}
+
+// waitReader waits until the broker shows a READ waiting on the pipe.
+func waitReader(t *testing.T, c *broker.Client, pipe string) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	for {
+		ps, err := c.List(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, p := range ps {
+			if p.Name == pipe && p.Reader {
+				return
+			}
+		}
+		select {
+		case <-ctx.Done():
+			t.Fatalf("no reader on %q", pipe)
+		case <-time.After(2 * time.Millisecond):
+		}
+	}
+}
+
+// drain takes every chunk left in the pipe, as many READs as LIST counts.
+func drain(t *testing.T, c *broker.Client, pipe string) []string {
+	t.Helper()
+	ctx := context.Background()
+	ps, err := c.List(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out []string
+	for _, p := range ps {
+		if p.Name != pipe {
+			continue
+		}
+		for range p.Chunks {
+			chunk, err := c.Read(ctx, pipe)
+			if err != nil {
+				t.Fatal(err)
+			}
+			out = append(out, string(chunk))
+		}
+	}
+	return out
+}
+
+func TestReaderStoppedBySignalExits128PlusSignal(t *testing.T) {
+	for _, tc := range []struct {
+		sig  syscall.Signal
+		code int
+	}{{syscall.SIGINT, 130}, {syscall.SIGTERM, 143}} {
+		t.Run(tc.sig.String(), func(t *testing.T) {
+			s, c := startBroker(t)
+			cmd := exec.Command(zpipesBin(t), "-e", s.Endpoint(), "cat", "-r", "p")
+			var stderr bytes.Buffer
+			cmd.Stderr = &stderr
+			if err := cmd.Start(); err != nil {
+				t.Fatal(err)
+			}
+			waitReader(t, c, "p")
+			cmd.Process.Signal(tc.sig)
+			if code := exitCode(t, cmd.Wait()); code != tc.code {
+				t.Fatalf("exit %d, want %d; stderr: %s", code, tc.code, stderr.String())
+			}
+			if got := stderr.String(); !strings.Contains(got, "interrupted after 0 chunks") || strings.Count(got, "\n") != 1 {
+				t.Fatalf("stderr %q, want one line saying it was interrupted", got)
+			}
+		})
+	}
+}
+
+func TestReaderWithClosedStdoutGivesChunksBack(t *testing.T) {
+	s, c := startBroker(t)
+	ctx := context.Background()
+	if err := c.Open(ctx, "p"); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.Write(ctx, "p", []byte("a"), []byte("b"), []byte("c")); err != nil {
+		t.Fatal(err)
+	}
+	r, w, err := os.Pipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	r.Close() // the consumer is gone before anything is written
+	cmd := exec.Command(zpipesBin(t), "-e", s.Endpoint(), "cat", "-r", "p")
+	cmd.Stdout = w
+	var stderr bytes.Buffer
+	cmd.Stderr = &stderr
+	err = cmd.Run()
+	w.Close()
+	if code := exitCode(t, err); code != 141 {
+		t.Fatalf("exit %d, want 141; stderr: %s", code, stderr.String())
+	}
+	if !strings.Contains(stderr.String(), "broken pipe") {
+		t.Fatalf("stderr %q", stderr.String())
+	}
+	if got := drain(t, c, "p"); strings.Join(got, ",") != "a,b,c" {
+		t.Fatalf("left in pipe: %q, want a,b,c in order", got)
+	}
+}
+
+func TestWriterInterruptedReportsWhatItWrote(t *testing.T) {
+	s, c := startBroker(t)
+	cmd := exec.Command(zpipesBin(t), "-e", s.Endpoint(), "cat", "-w", "p")
+	stdin, err := cmd.StdinPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var stderr bytes.Buffer
+	cmd.Stderr = &stderr
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	io.WriteString(stdin, "1\n2\n3\n")
+	// Once the broker holds all three, interrupt; stdin stays open.
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	for {
+		ps, err := c.List(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(ps) == 1 && ps[0].Chunks == 3 {
+			break
+		}
+		time.Sleep(2 * time.Millisecond) // polling the broker's state
+	}
+	cmd.Process.Signal(syscall.SIGINT)
+	code := exitCode(t, cmd.Wait())
+	stdin.Close()
+	if code != 130 {
+		t.Fatalf("exit %d, want 130; stderr: %s", code, stderr.String())
+	}
+	if !strings.Contains(stderr.String(), "interrupted: 3 chunks written") {
+		t.Fatalf("stderr %q", stderr.String())
+	}
+}
+
+func TestExitStatuses(t *testing.T) {
+	s, _ := startBroker(t)
+	bin := zpipesBin(t)
+	for _, tc := range []struct {
+		name string
+		args []string
+		code int
+		msg  string
+	}{
+		{"ok", []string{"-e", s.Endpoint(), "open", "p"}, 0, ""},
+		{"broker error", []string{"-e", s.Endpoint(), "close", "nope"}, 1, `zpipes: close "nope": no such pipe`},
+		{"usage", []string{"cat", "p"}, 2, "missing flags"},
+		{"no broker", []string{"-e", "ipc://@zpipes-test-nobody-" + t.Name(), "open", "p"}, 3, "no broker at"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			var stderr bytes.Buffer
+			cmd := exec.Command(bin, tc.args...)
+			cmd.Stderr = &stderr
+			if code := exitCode(t, cmd.Run()); code != tc.code {
+				t.Fatalf("exit %d, want %d; stderr: %s", code, tc.code, stderr.String())
+			}
+			if !strings.Contains(stderr.String(), tc.msg) {
+				t.Fatalf("stderr %q, want %q", stderr.String(), tc.msg)
+			}
+		})
+	}
+}
