@@ -332,8 +332,9 @@ type PipeInfo struct {
 	Opens   int    `json:"opens"`
 	Chunks  int    `json:"chunks"`
 	Bytes   int    `json:"bytes"`
-	Writers int    `json:"writers"`
-	Reader  bool   `json:"reader"`
+	Writers int    `json:"writers"` // writers with chunks queued
+	Blocked int    `json:"blocked"` // writes waiting for room
+	Reader  bool   `json:"reader"`  // a READ is waiting
 }
 
 func (st *state) list() reply {
@@ -345,6 +346,7 @@ func (st *state) list() reply {
 			Chunks:  p.chunks,
 			Bytes:   p.bytes - chunkOverhead*p.chunks,
 			Writers: p.writerCount(),
+			Blocked: len(p.blocked),
 			Reader:  p.reader != nil,
 		})
 	}

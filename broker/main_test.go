@@ -125,6 +125,17 @@ func (p *rawPeer) recv() []string {
 // helperMain runs the test binary as a helper process when asked to by an
 // environment variable (see TestKilledReaderIsNotSentChunks).
 func helperMain() bool {
+	if ep := os.Getenv("ZPIPES_TEST_DIAL"); ep != "" {
+		c, err := Dial(context.Background(), ep)
+		if err == nil {
+			err = c.Open(context.Background(), "p")
+		}
+		if err != nil {
+			os.Stdout.WriteString(err.Error())
+			os.Exit(5)
+		}
+		os.Exit(0)
+	}
 	ep := os.Getenv("ZPIPES_TEST_READER")
 	if ep == "" {
 		return false
