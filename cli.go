@@ -7,6 +7,9 @@ import (
 	"io"
 	"os"
 	"os/signal"
+	"runtime/pprof"
+	"strconv"
+	"strings"
 	"syscall"
 	"time"
 
@@ -70,6 +73,28 @@ func (a *app) watchSignals() {
 	}
 }
 
+// profile writes a CPU profile of the command to $ZPIPES_CPUPROFILE, with
+// "%p" replaced by the process id (several zpipes processes run at once in
+// a pipeline). It returns the function that finishes the profile.
+func profile() func() {
+	path := os.Getenv("ZPIPES_CPUPROFILE")
+	if path == "" {
+		return func() {}
+	}
+	f, err := os.Create(strings.ReplaceAll(path, "%p", strconv.Itoa(os.Getpid())))
+	if err == nil {
+		err = pprof.StartCPUProfile(f)
+	}
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "zpipes: cpu profile: %v\n", err)
+		return func() {}
+	}
+	return func() {
+		pprof.StopCPUProfile()
+		f.Close()
+	}
+}
+
 func (a *app) stop() {
 	signal.Stop(a.sigs)
 	close(a.sigs)
@@ -120,7 +145,8 @@ func (a *app) exit(err error) int {
 			code = exitError
 		}
 	}
-	fmt.Fprintf(a.stderr, "zpipes: %v\n", err)
+	// One line, even for joined errors.
+	fmt.Fprintf(a.stderr, "zpipes: %s\n", strings.ReplaceAll(err.Error(), "\n", "; "))
 	return code
 }
 
@@ -136,6 +162,9 @@ func (a *app) withPipe(pipe string, fn func(c *broker.Client) error) error {
 		return err
 	}
 	err = fn(c)
+	if errors.Is(err, broker.ErrConnLost) {
+		return err // nobody is there to CLOSE to
+	}
 	// Close even when interrupted: the open count belongs to the pipe, so a
 	// missed CLOSE would keep it forever.
 	ctx, cancel := context.WithTimeout(context.Background(), a.timeout)

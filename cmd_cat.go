@@ -8,6 +8,7 @@ import (
 	"io"
 	"runtime/debug"
 	"strconv"
+	"time"
 
 	"github.com/zpipes/zpipes/broker"
 )
@@ -20,7 +21,10 @@ type CatCmd struct {
 	Count int     `short:"n" placeholder:"N" help:"With -r: stop after N chunks, taking no more than N from the pipe."`
 	Null  bool    `short:"0" help:"Lines end with NUL instead of newline, in both directions."`
 	EOF   *string `name:"eof" placeholder:"MARKER" help:"With -w: send MARKER after the last line. With -r: stop at MARKER, without printing it; later chunks stay in the pipe."`
+	Retry bool    `help:"With -r: when the broker goes away, wait for it to come back and go on reading, instead of failing."`
 	Batch int     `default:"4096" hidden:"" help:"Most chunks per request."`
+
+	delivered int // chunks printed so far, across reconnections
 }
 
 // Batching bounds: a batch goes out when it holds Batch chunks or
@@ -38,6 +42,8 @@ func (c *CatCmd) Validate() error {
 		return errors.New("-n must not be negative")
 	case c.Count > 0 && c.Write:
 		return errors.New("-n goes with -r")
+	case c.Retry && c.Write:
+		return errors.New("--retry goes with -r")
 	case c.Batch < 1:
 		return errors.New("--batch must be positive")
 	}
@@ -47,13 +53,42 @@ func (c *CatCmd) Validate() error {
 func (c *CatCmd) Run(a *app) error {
 	// The heap of a cat is a few batches, recycled fast: collect seldom.
 	debug.SetGCPercent(400)
-	return a.withPipe(c.Pipe, func(cl *broker.Client) error {
-		if c.Write {
-			return c.write(a, cl)
+	if c.Write {
+		return a.withPipe(c.Pipe, func(cl *broker.Client) error { return c.write(a, cl) })
+	}
+	read := func() error {
+		return a.withPipe(c.Pipe, func(cl *broker.Client) error { return c.read(a, cl) })
+	}
+	if !c.Retry {
+		return read()
+	}
+	backoff := retryMin
+	for {
+		err := read()
+		lost := errors.Is(err, broker.ErrConnLost) || errors.Is(err, broker.ErrNoBroker)
+		if !lost || a.ctx.Err() != nil {
+			return err
 		}
-		return c.read(a, cl)
-	})
+		if backoff == retryMin {
+			fmt.Fprintf(a.stderr, "zpipes: %v; reconnecting\n", err)
+		}
+		select {
+		case <-a.ctx.Done():
+			return fmt.Errorf("cat -r %q: interrupted after %d chunks while reconnecting", c.Pipe, c.delivered)
+		case <-time.After(backoff):
+		}
+		if err == nil || !errors.Is(err, broker.ErrNoBroker) {
+			backoff = retryMin // connected, then lost again: start over
+		}
+		backoff = min(2*backoff, retryMax)
+	}
 }
+
+// Reconnection backoff of cat -r --retry.
+const (
+	retryMin = 50 * time.Millisecond
+	retryMax = 2 * time.Second
+)
 
 type batch struct {
 	chunks [][]byte
@@ -223,7 +258,6 @@ func (c *CatCmd) read(a *app, cl *broker.Client) error {
 		calls     []*broker.Call
 		asked     []int
 		requested int // chunks asked for by calls in flight
-		delivered int
 		leftover  [][]byte // taken but not to be printed
 		err       error
 	)
@@ -231,7 +265,7 @@ func (c *CatCmd) read(a *app, cl *broker.Client) error {
 		for len(calls) < readAhead {
 			n := c.Batch
 			if c.Count > 0 {
-				n = min(n, c.Count-delivered-requested)
+				n = min(n, c.Count-c.delivered-requested)
 			}
 			if n <= 0 {
 				break
@@ -254,7 +288,7 @@ func (c *CatCmd) read(a *app, cl *broker.Client) error {
 			select {
 			case <-head.Done:
 			case <-a.ctx.Done():
-				err = fmt.Errorf("cat -r %q: interrupted after %d chunks", c.Pipe, delivered)
+				err = fmt.Errorf("cat -r %q: interrupted after %d chunks", c.Pipe, c.delivered)
 			}
 		}
 		if err != nil {
@@ -271,7 +305,7 @@ func (c *CatCmd) read(a *app, cl *broker.Client) error {
 				leftover, stop = head.Reply[i+1:], true
 				break
 			}
-			delivered++
+			c.delivered++
 			out.add(chunk)
 		}
 		if err = out.flushIfFull(); err != nil || stop {
