@@ -257,7 +257,7 @@ func (c *CatCmd) read(a *app, cl *broker.Client) error {
 	var (
 		calls     []*broker.Call
 		asked     []int
-		requested int // chunks asked for by calls in flight
+		requested int      // chunks asked for by calls in flight
 		leftover  [][]byte // taken but not to be printed
 		err       error
 	)
