@@ -6,25 +6,30 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"os"
 	"runtime/debug"
 	"strconv"
+	"sync/atomic"
 	"time"
 
+	"github.com/mattn/go-isatty"
 	"github.com/zpipes/zpipes/broker"
 )
 
 // CatCmd streams lines into a pipe (-w) or a pipe's chunks out as lines (-r).
 type CatCmd struct {
-	Pipe  string  `arg:"" help:"Pipe name."`
-	Read  bool    `short:"r" xor:"mode" required:"" help:"Read: print each chunk on its own line, until stopped."`
-	Write bool    `short:"w" xor:"mode" required:"" help:"Write: send each stdin line, without its newline, as one chunk."`
-	Count int     `short:"n" placeholder:"N" help:"With -r: stop after N chunks, taking no more than N from the pipe."`
-	Null  bool    `short:"0" help:"Lines end with NUL instead of newline, in both directions."`
-	EOF   *string `name:"eof" placeholder:"MARKER" help:"With -w: send MARKER after the last line. With -r: stop at MARKER, without printing it; later chunks stay in the pipe."`
-	Retry bool    `help:"With -r: when the broker goes away, wait for it to come back and go on reading, instead of failing."`
-	Batch int     `default:"4096" hidden:"" help:"Most chunks per request."`
+	Pipe     string  `arg:"" help:"Pipe name."`
+	Read     bool    `short:"r" xor:"mode" required:"" help:"Read: print each chunk on its own line, until stopped."`
+	Write    bool    `short:"w" xor:"mode" required:"" help:"Write: send each stdin line, without its newline, as one chunk."`
+	Count    int     `short:"n" placeholder:"N" help:"With -r: stop after N chunks, taking no more than N from the pipe."`
+	Null     bool    `short:"0" help:"Lines end with NUL instead of newline, in both directions."`
+	EOF      *string `name:"eof" placeholder:"MARKER" help:"With -w: send MARKER after the last line. With -r: stop at MARKER, without printing it; later chunks stay in the pipe."`
+	Progress bool    `short:"p" help:"Show a live count of chunks, bytes and rate on stderr when it is a terminal, and a summary line at the end."`
+	Retry    bool    `help:"With -r: when the broker goes away, wait for it to come back and go on reading, instead of failing."`
+	Batch    int     `default:"4096" hidden:"" help:"Most chunks per request."`
 
-	delivered int // chunks printed so far, across reconnections
+	delivered int       // chunks printed so far, across reconnections
+	progress  *progress // with -p
 }
 
 // Batching bounds: a batch goes out when it holds Batch chunks or
@@ -53,6 +58,14 @@ func (c *CatCmd) Validate() error {
 func (c *CatCmd) Run(a *app) error {
 	// The heap of a cat is a few batches, recycled fast: collect seldom.
 	debug.SetGCPercent(400)
+	if c.Progress {
+		mode := "-r"
+		if c.Write {
+			mode = "-w"
+		}
+		c.progress = startProgress(a.stderr, fmt.Sprintf("cat %s %q", mode, c.Pipe))
+		defer c.progress.finish()
+	}
 	if c.Write {
 		return a.withPipe(c.Pipe, func(cl *broker.Client) error { return c.write(a, cl) })
 	}
@@ -107,13 +120,15 @@ func (c *CatCmd) write(a *app, cl *broker.Client) error {
 
 	var (
 		inflight []*broker.Call
-		counts   []int
+		counts   []int // chunks in each write in flight
+		sizes    []int // and their bytes
 		written  int
 		readErr  error
 	)
 	// settle accounts for the oldest write in flight, answered by call.
 	settle := func(call *broker.Call) error {
-		inflight, written, counts = inflight[1:], written+counts[0], counts[1:]
+		c.progress.add(counts[0], sizes[0])
+		inflight, written, counts, sizes = inflight[1:], written+counts[0], counts[1:], sizes[1:]
 		if call.Err != nil {
 			return fmt.Errorf("write %q: %w (%d chunks written)", c.Pipe, call.Err, written)
 		}
@@ -128,6 +143,11 @@ func (c *CatCmd) write(a *app, cl *broker.Client) error {
 		}
 		inflight = append(inflight, cl.Go(cmd, args...))
 		counts = append(counts, len(chunks))
+		size := 0
+		for _, ch := range chunks {
+			size += len(ch)
+		}
+		sizes = append(sizes, size)
 	}
 	interrupted := false
 loop:
@@ -306,6 +326,7 @@ func (c *CatCmd) read(a *app, cl *broker.Client) error {
 				break
 			}
 			c.delivered++
+			c.progress.add(1, len(chunk))
 			out.add(chunk)
 		}
 		if err = out.flushIfFull(); err != nil || stop {
@@ -368,3 +389,84 @@ func (o *chunkWriter) flush() error {
 
 // unwritten returns the chunks added and not written.
 func (o *chunkWriter) unwritten() [][]byte { return o.chunks }
+
+// progress counts what a cat moved. On a terminal it redraws one status
+// line on stderr four times a second; finish prints a summary line. A nil
+// *progress counts nothing, so callers need not check for -p.
+type progress struct {
+	what          string
+	w             *os.File
+	live          bool
+	start         time.Time
+	chunks, bytes atomic.Int64
+	stop, done    chan struct{}
+}
+
+func startProgress(w *os.File, what string) *progress {
+	p := &progress{what: what, w: w, live: isatty.IsTerminal(w.Fd()), start: time.Now(),
+		stop: make(chan struct{}), done: make(chan struct{})}
+	go p.run()
+	return p
+}
+
+func (p *progress) add(chunks, bytes int) {
+	if p != nil {
+		p.chunks.Add(int64(chunks))
+		p.bytes.Add(int64(bytes))
+	}
+}
+
+func (p *progress) run() {
+	defer close(p.done)
+	if !p.live {
+		<-p.stop
+		return
+	}
+	t := time.NewTicker(250 * time.Millisecond)
+	defer t.Stop()
+	last, lastAt := int64(0), p.start
+	for {
+		select {
+		case <-p.stop:
+			fmt.Fprint(p.w, "\r\x1b[K") // clear the live line
+			return
+		case now := <-t.C:
+			n := p.chunks.Load()
+			rate := float64(n-last) / now.Sub(lastAt).Seconds()
+			last, lastAt = n, now
+			fmt.Fprintf(p.w, "\r\x1b[K%s chunks  %s  %s chunks/s", count(n), size(p.bytes.Load()), count(int64(rate)))
+		}
+	}
+}
+
+func (p *progress) finish() {
+	close(p.stop)
+	<-p.done
+	d := time.Since(p.start)
+	n, b := p.chunks.Load(), p.bytes.Load()
+	fmt.Fprintf(p.w, "zpipes: %s: %s chunks, %s in %s (%s chunks/s)\n",
+		p.what, count(n), size(b), d.Round(time.Millisecond), count(int64(float64(n)/d.Seconds())))
+}
+
+// count formats n with thousands separators.
+func count(n int64) string {
+	s := strconv.FormatInt(n, 10)
+	for i := len(s) - 3; i > 0 && s[i-1] != '-'; i -= 3 {
+		s = s[:i] + "," + s[i:]
+	}
+	return s
+}
+
+// size formats a byte count in powers of 1024.
+func size(b int64) string {
+	const unit = 1024
+	if b < unit {
+		return fmt.Sprintf("%d B", b)
+	}
+	div, exp := int64(unit), 0
+	for n := b / unit; n >= unit; n /= unit {
+		div *= unit
+		exp++
+	}
+	return fmt.Sprintf("%.1f %ciB", float64(b)/float64(div), "KMGTPE"[exp])
+}
