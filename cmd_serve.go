@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"os"
 
 	"github.com/zpipes/zpipes/broker"
 )
@@ -24,7 +25,17 @@ func (s *ServeCmd) Run(a *app) error {
 	if s.Verbose {
 		level = slog.LevelDebug
 	}
-	log := slog.New(slog.NewTextHandler(a.stderr, &slog.HandlerOptions{Level: level}))
+	opts := &slog.HandlerOptions{Level: level}
+	if os.Getenv("JOURNAL_STREAM") != "" {
+		// Under systemd, journald stamps every line itself.
+		opts.ReplaceAttr = func(groups []string, a slog.Attr) slog.Attr {
+			if len(groups) == 0 && a.Key == slog.TimeKey {
+				return slog.Attr{}
+			}
+			return a
+		}
+	}
+	log := slog.New(slog.NewTextHandler(a.stderr, opts))
 	lim := broker.DefaultLimits
 	lim.MaxChunk = s.MaxChunk
 	srv, err := broker.Listen(broker.Config{

@@ -312,8 +312,11 @@ func indexOf(cs []*client, c *client) int {
 // shutdown answers every waiting request with an error, reports what is
 // discarded and tells every connection to flush and close.
 func (st *state) shutdown() {
-	chunks, bytes := 0, 0
+	chunks, bytes, pipes := 0, 0, 0
 	for _, p := range st.pipes {
+		if p.chunks > 0 {
+			pipes++
+		}
 		chunks += p.chunks
 		bytes += p.bytes - chunkOverhead*p.chunks
 	}
@@ -323,7 +326,8 @@ func (st *state) shutdown() {
 		}
 		c.out.shutdown()
 	}
-	st.log.Info("shutting down", "discarded_chunks", chunks, "discarded_bytes", bytes, "pipes", len(st.pipes))
+	// Chunks live in memory only, by design: say what goes.
+	st.log.Info("shutting down", "discarded_chunks", chunks, "discarded_bytes", bytes, "pipes_with_chunks", pipes)
 }
 
 // PipeInfo describes one pipe, as LIST reports it.
