@@ -59,27 +59,33 @@ func exitCode(t *testing.T, err error) int {
 	return ee.ExitCode()
 }
 
-// waitReader waits until the broker shows a READ waiting on the pipe.
-func waitReader(t *testing.T, c *broker.Client, pipe string) {
+// waitList polls the broker's LIST until cond holds.
+func waitList(t *testing.T, c *broker.Client, what string, cond func([]broker.PipeInfo) bool) {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	for {
 		ps, err := c.List(ctx)
 		if err != nil {
-			t.Fatal(err)
+			t.Fatalf("waiting for %s: %v", what, err)
 		}
-		for _, p := range ps {
-			if p.Name == pipe && p.Reader {
-				return
-			}
+		if cond(ps) {
+			return
 		}
 		select {
 		case <-ctx.Done():
-			t.Fatalf("no reader on %q", pipe)
+			t.Fatalf("never saw %s; last LIST: %+v", what, ps)
 		case <-time.After(2 * time.Millisecond):
 		}
 	}
+}
+
+// waitReader waits until the broker shows a READ waiting on the pipe.
+func waitReader(t *testing.T, c *broker.Client, pipe string) {
+	t.Helper()
+	waitList(t, c, "a reader on "+pipe, func(ps []broker.PipeInfo) bool {
+		return len(ps) == 1 && ps[0].Name == pipe && ps[0].Reader
+	})
 }
 
 // drain takes every chunk left in the pipe, as many READs as LIST counts.
@@ -176,18 +182,7 @@ func TestWriterInterruptedReportsWhatItWrote(t *testing.T) {
 	}
 	io.WriteString(stdin, "1\n2\n3\n")
 	// Once the broker holds all three, interrupt; stdin stays open.
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	for {
-		ps, err := c.List(ctx)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if len(ps) == 1 && ps[0].Chunks == 3 {
-			break
-		}
-		time.Sleep(2 * time.Millisecond) // polling the broker's state
-	}
+	waitList(t, c, "3 chunks", func(ps []broker.PipeInfo) bool { return len(ps) == 1 && ps[0].Chunks == 3 })
 	cmd.Process.Signal(syscall.SIGINT)
 	code := exitCode(t, cmd.Wait())
 	stdin.Close()

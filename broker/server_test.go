@@ -37,13 +37,22 @@ func TestWriteThenRead(t *testing.T) {
 	mustOK(t, c.ClosePipe(ctx, "jobs"))
 }
 
+// waitingRead opens pipe p on a new client and sends it a READ, returning
+// once watch's LIST shows the READ waiting.
+func waitingRead(t *testing.T, s *Server, watch *Client) *Call {
+	t.Helper()
+	r := dialT(t, s)
+	mustOK(t, r.Open(testCtx(t), "p"))
+	call := r.Go(CmdRead, []byte("p"))
+	waitFor(t, watch, func(ps []PipeInfo) bool { return len(ps) == 1 && ps[0].Reader })
+	return call
+}
+
 func TestReadWaitsForWrite(t *testing.T) {
 	s := startServer(t)
-	r, w := dialT(t, s), dialT(t, s)
+	w := dialT(t, s)
 	ctx := testCtx(t)
-	mustOK(t, r.Open(ctx, "p"))
-	call := r.Go(CmdRead, []byte("p"))
-	waitFor(t, w, func(ps []PipeInfo) bool { return len(ps) == 1 && ps[0].Reader })
+	call := waitingRead(t, s, w)
 	select {
 	case <-call.Done:
 		t.Fatalf("READ on an empty pipe answered: %q %v", call.Reply, call.Err)
@@ -149,11 +158,9 @@ func TestMissingPipeErrors(t *testing.T) {
 
 func TestSecondReaderRejected(t *testing.T) {
 	s := startServer(t)
-	a, b := dialT(t, s), dialT(t, s)
+	b := dialT(t, s)
 	ctx := testCtx(t)
-	mustOK(t, a.Open(ctx, "p"))
-	call := a.Go(CmdRead, []byte("p"))
-	waitFor(t, b, func(ps []PipeInfo) bool { return len(ps) == 1 && ps[0].Reader })
+	call := waitingRead(t, s, b)
 	if _, err := b.Read(ctx, "p"); !errors.Is(err, ErrReaderBusy) {
 		t.Fatalf("second reader: %v, want ErrReaderBusy", err)
 	}
