@@ -1,0 +1,31 @@
+// Package broker is the zpipes broker and its client: named pipes of chunks
+// kept in memory, spoken to over ZeroMQ.
+//
+// A pipe is a named queue of chunks (any bytes, empty included). Any number
+// of connections write to it; at most one waits to read from it at a time.
+// Each writing connection has its own FIFO in the pipe, and reads take one
+// chunk per writer in turn, so a light writer's chunk is served within one
+// round however much a heavy writer has queued. Chunks a reader gives back
+// (UNREAD) go ahead of all of them. A pipe exists while its open count
+// (OPENs minus CLOSEs, whoever sent them) is above zero or it holds chunks;
+// then it is removed. Chunks outlive the connections that wrote them, not
+// the broker process.
+//
+// Every request gets exactly one reply, and a connection's requests run in
+// the order sent: a READ waiting for a chunk, or a WRITE waiting for room
+// in a full pipe, holds back that connection's later requests and nobody
+// else's. A connection that goes away takes its unexecuted requests with it;
+// chunks taken for it but never written to its socket go back to the pipe.
+//
+// On the wire the broker is a ROUTER at an ipc endpoint (ZMTP 3, NULL
+// security), so libzmq DEALER and REQ sockets are clients as they are; see
+// protocol.go and zpipes(7). zmq4 performs each connection's greeting and
+// handshake; the broker owns the connections and frames messages itself,
+// because zmq4's own ROUTER drops replies to departed peers silently, stalls
+// every peer behind one that stops reading, reports no disconnects and
+// handshakes inside its accept loop.
+//
+// Inside the broker one goroutine owns every pipe and queue (state.loop);
+// each connection has a reader and a writer goroutine that talk to it
+// through channels and a non-blocking outbox.
+package broker
