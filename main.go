@@ -25,6 +25,10 @@ type CLI struct {
 	Write WriteCmd `cmd:"" help:"Write each argument as one chunk."`
 	Read  ReadCmd  `cmd:"" help:"Read chunks and print each on its own line."`
 	Cat   CatCmd   `cmd:"" help:"Stream stdin lines into a pipe (-w), or a pipe's chunks to stdout (-r)."`
+
+	Ls         LsCmd         `cmd:"" help:"List the broker's pipes."`
+	Completion CompletionCmd `cmd:"" help:"Print a shell completion script."`
+	Man        ManCmd        `cmd:"" hidden:"" help:"Print the zpipes(1) man page (see go generate)."`
 }
 
 func main() {
@@ -46,6 +50,9 @@ func run(args []string, stdin *os.File, stdout, stderr *os.File) int {
 	if err != nil {
 		panic(err) // the CLI struct itself is wrong: a bug
 	}
+	if completeLine(parser, a) {
+		return exitOK // the shell asked for completions ($COMP_LINE)
+	}
 	kctx, err := parser.Parse(args)
 	if a.exited {
 		return a.code // --help or --version
@@ -55,5 +62,6 @@ func run(args []string, stdin *os.File, stdout, stderr *os.File) int {
 	}
 	a.endpoint, a.timeout = cli.Endpoint, cli.Timeout
 	defer a.stop()
+	defer profile()()
 	return a.exit(kctx.Run())
 }

@@ -33,6 +33,8 @@ func TestCLI(t *testing.T) {
 			ep := "ipc://@zpipes-test-" + hex.EncodeToString(b)
 			env.Setenv("ZPIPES_ENDPOINT", ep)
 			env.Setenv("EP", ep)
+			// A race-enabled zpipes otherwise sleeps a second at exit.
+			env.Setenv("GORACE", "atexit_sleep_ms=0")
 			return nil
 		},
 		Cmds: map[string]func(ts *testscript.TestScript, neg bool, args []string){

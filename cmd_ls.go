@@ -1,0 +1,106 @@
+package main
+
+import (
+	"encoding/json"
+	"fmt"
+	"strconv"
+	"strings"
+	"unicode/utf8"
+
+	"github.com/zpipes/zpipes/broker"
+)
+
+// LsCmd lists the broker's pipes, as a table for people or JSON for scripts.
+type LsCmd struct {
+	JSON bool `name:"json" help:"Print a JSON array, one object per pipe, with the fields of LIST in zpipes(7): name, opens, chunks, bytes, writers, blocked, reader."`
+}
+
+// Help is the detail under the summary in --help and zpipes(1).
+func (l *LsCmd) Help() string {
+	return `Columns: NAME; OPENS, the open count; CHUNKS and BYTES queued; WRITERS, the
+connections that have chunks queued; BLOCKED, the writes waiting for room;
+READER, whether a READ is waiting. Pipes are listed by name; names with blanks
+or unprintable bytes, or that start with a double quote, are shown Go-quoted.
+An empty broker prints the header only (with --json, []).`
+}
+
+func (l *LsCmd) Run(a *app) error {
+	c, err := a.dial()
+	if err != nil {
+		return err
+	}
+	defer c.Close()
+	pipes, err := c.List(a.ctx)
+	if err != nil {
+		return err
+	}
+	if l.JSON {
+		if pipes == nil {
+			pipes = []broker.PipeInfo{} // "[]", not "null"
+		}
+		b, err := json.Marshal(pipes)
+		if err != nil {
+			return fmt.Errorf("ls: %w", err)
+		}
+		return writeAll(a.stdout, append(b, '\n'))
+	}
+	return writeAll(a.stdout, pipeTable(pipes))
+}
+
+// pipeTable lays pipes out in aligned columns under a header: names on the
+// left, counts on the right.
+func pipeTable(pipes []broker.PipeInfo) []byte {
+	rows := [][]string{{"NAME", "OPENS", "CHUNKS", "BYTES", "WRITERS", "BLOCKED", "READER"}}
+	for _, p := range pipes {
+		reader := "no"
+		if p.Reader {
+			reader = "yes"
+		}
+		rows = append(rows, []string{displayName(p.Name),
+			strconv.Itoa(p.Opens), strconv.Itoa(p.Chunks), strconv.Itoa(p.Bytes),
+			strconv.Itoa(p.Writers), strconv.Itoa(p.Blocked), reader})
+	}
+	widths := make([]int, len(rows[0]))
+	for _, row := range rows {
+		for i, cell := range row {
+			widths[i] = max(widths[i], utf8.RuneCountInString(cell))
+		}
+	}
+	var b strings.Builder
+	for _, row := range rows {
+		for i, cell := range row {
+			pad := strings.Repeat(" ", widths[i]-utf8.RuneCountInString(cell))
+			switch {
+			case i == 0:
+				b.WriteString(cell)
+				if len(row) > 1 {
+					b.WriteString(pad)
+				}
+			case i == len(row)-1: // READER: left-aligned, no trailing blanks
+				b.WriteString("  ")
+				b.WriteString(cell)
+			default:
+				b.WriteString("  ")
+				b.WriteString(pad)
+				b.WriteString(cell)
+			}
+		}
+		b.WriteByte('\n')
+	}
+	return []byte(b.String())
+}
+
+// displayName shows a pipe name as it is when that is unambiguous in a
+// column, and Go-quoted otherwise: when it has bytes that are not printable
+// UTF-8, blanks, or a leading quote that would look like quoting.
+func displayName(name string) string {
+	if name == "" || strings.HasPrefix(name, `"`) || !utf8.ValidString(name) {
+		return strconv.Quote(name)
+	}
+	for _, r := range name {
+		if r == ' ' || !strconv.IsPrint(r) {
+			return strconv.Quote(name)
+		}
+	}
+	return name
+}
