@@ -187,15 +187,19 @@ func (st *state) exec(c *client, p *pending) (reply, bool) {
 			return reply{}, false
 		}
 		pp.reader = nil
-		chunks := pp.dequeue(req.Max, maxReplyBytes)
-		st.freed(pp, chunks)
-		r := reply{pipe: pp.name, chunks: chunks}
-		if req.Cmd == CmdRead {
-			r.frames = chunks
-		} else {
-			r.frames = append(replyOK(), chunks...)
+		// An MREAD reply is "OK" and the chunks: one slice holds both.
+		head := 0
+		if req.Cmd == CmdMRead {
+			head = 1
 		}
-		return r, true
+		frames := make([][]byte, head, head+min(req.Max, pp.chunks))
+		if head == 1 {
+			frames[0] = okFrame
+		}
+		frames = pp.dequeue(frames, req.Max, maxReplyBytes)
+		chunks := frames[head:]
+		st.freed(pp, chunks)
+		return reply{pipe: pp.name, chunks: chunks, frames: frames}, true
 	}
 }
 

@@ -132,26 +132,25 @@ func (p *pipe) unread(chunks [][]byte) {
 	}
 }
 
-// dequeue takes up to max chunks totalling at most maxBytes (always at
-// least one chunk if any is queued): given-back chunks first, then one chunk
-// per writer in turn.
-func (p *pipe) dequeue(max, maxBytes int) [][]byte {
-	var out [][]byte
+// dequeue appends to dst up to max chunks totalling at most maxBytes
+// (always at least one chunk if any is queued): given-back chunks first,
+// then one chunk per writer in turn.
+func (p *pipe) dequeue(dst [][]byte, max, maxBytes int) [][]byte {
 	size := 0
-	for len(out) < max && p.chunks > 0 {
+	for n := 0; n < max && p.chunks > 0; n++ {
 		var c []byte
 		if p.returned.len() > 0 {
 			c = p.returned.peek()
 		} else {
 			c = p.ring[p.next].peek()
 		}
-		if len(out) > 0 && size+len(c) > maxBytes {
+		if n > 0 && size+len(c) > maxBytes {
 			break
 		}
-		out = append(out, p.take())
+		dst = append(dst, p.take())
 		size += len(c)
 	}
-	return out
+	return dst
 }
 
 // take removes the next chunk in fair order.

@@ -125,7 +125,8 @@ func ParseRequest(frames [][]byte, lim Limits) (Request, error) {
 	}
 	cmd := frames[0]
 	args := frames[1:]
-	switch string(cmd) {
+	// req.Cmd is set from the constants, not string(cmd): no allocation.
+	switch req.Cmd = knownCommand(cmd); req.Cmd {
 	case CmdOpen, CmdClose, CmdRead, CmdCancel:
 		if err := wantFrames(cmd, args, 1, 1); err != nil {
 			return req, err
@@ -153,12 +154,10 @@ func ParseRequest(frames [][]byte, lim Limits) (Request, error) {
 		if err := wantFrames(cmd, args, 0, 0); err != nil {
 			return req, err
 		}
-		req.Cmd = CmdList
 		return req, nil
 	default:
 		return req, fmt.Errorf("%w: %q", ErrUnknownCommand, abbrev(cmd))
 	}
-	req.Cmd = string(cmd)
 	name := args[0]
 	if len(name) == 0 {
 		return req, fmt.Errorf("%w: empty", ErrBadName)
@@ -177,6 +176,18 @@ func ParseRequest(frames [][]byte, lim Limits) (Request, error) {
 		}
 	}
 	return req, nil
+}
+
+var commands = []string{CmdOpen, CmdClose, CmdWrite, CmdRead, CmdMWrite, CmdMRead, CmdCancel, CmdUnread, CmdList}
+
+// knownCommand returns the command constant equal to cmd, or "".
+func knownCommand(cmd []byte) string {
+	for _, c := range commands {
+		if string(cmd) == c {
+			return c
+		}
+	}
+	return ""
 }
 
 func wantFrames(cmd []byte, args [][]byte, lo, hi int) error {

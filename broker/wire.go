@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"io"
 	"net"
-	"strings"
 	"time"
 
 	"github.com/go-zeromq/zmq4"
@@ -41,10 +40,11 @@ type wire struct {
 	nc       net.Conn
 	r        *bufio.Reader
 	w        *bufio.Writer
-	peerType string // the peer's Socket-Type, e.g. "DEALER"
-	peerID   []byte // the peer's Identity; empty if it set none
-	scratch  []byte // frame bodies of the message being read
-	offs     []int  // frame boundaries in scratch
+	peerType string  // the peer's Socket-Type, e.g. "DEALER"
+	peerID   []byte  // the peer's Identity; empty if it set none
+	scratch  []byte  // frame bodies of the message being read
+	hdr      [9]byte // frame header being written
+	offs     []int   // frame boundaries in scratch
 }
 
 // guardedConn is the net.Conn zmq4 handshakes over. Reads come from the
@@ -113,7 +113,7 @@ func checkReady(r *bufio.Reader) error {
 			return errors.New("zmtp: malformed READY property")
 		}
 		value := string(props[1+n+4 : 1+n+4+int(vlen)])
-		if strings.EqualFold(name, "Socket-Type") {
+		if name == "Socket-Type" { // zmq4 looks it up by exactly this name
 			if !knownSocketTypes[value] {
 				return fmt.Errorf("zmtp: unknown socket type %q", value)
 			}
@@ -298,7 +298,7 @@ func (w *wire) writeCommand(name string, body []byte) error {
 }
 
 func (w *wire) writeFrame(flags byte, body []byte) error {
-	var h [9]byte
+	h := &w.hdr // a local array would escape: one allocation per frame
 	n := 2
 	if len(body) > 255 {
 		flags |= flagLong

@@ -1,0 +1,310 @@
+#!/usr/bin/env bash
+# bench/run.sh: end-to-end throughput of zpipes against two baselines measured
+# in the same invocation, on the same data:
+#
+#   fifo      cat FILE > fifo  |  cat fifo > out        (kernel, no framing)
+#   pushpull  zmq4 PUSH -> PULL, one message per line   (the library, no broker)
+#   zpipes    zpipes cat -w PIPE  |  zpipes cat -r -n N PIPE, via zpipes serve
+#
+# After the throughput tables come two short probes, each against a fresh
+# zpipes serve (a few seconds in all):
+#
+#   bench/latency   one-in-flight round trips: WRITE->OK and WRITE->READ,
+#                   with a zmq4 REQ/REP round trip as the baseline
+#   bench/fairness  a light writer's chunk behind a heavy writer's stream:
+#                   READs between its OK and its delivery (want <= 2)
+#
+# Each transfer is timed from the moment the producer and consumer are
+# launched until the consumer exits; the output is then compared byte for
+# byte with the input (outside the timed region, the same for all systems).
+# Systems are interleaved within each round so that machine noise hits all of
+# them alike; the ratios use medians from this invocation only.
+#
+# Usage (from anywhere):  bench/run.sh
+#
+# Environment:
+#   BENCH_QUICK=1          smoke run: 20k/5k lines, 1 round
+#   BENCH_ROUNDS=N         rounds (default 5)
+#   BENCH_W1_LINES=N       W1 line count (default 1000000), BENCH_W1_WIDTH=64
+#   BENCH_W2_LINES=N       W2 line count (default 100000),  BENCH_W2_WIDTH=1024
+#                          (widths are payload bytes; each line also has '\n')
+#   BENCH_TIMEOUT=SECONDS  limit per producer/consumer process (default 300)
+#   BENCH_ZPIPES=PATH      use this zpipes binary instead of building one
+#   BENCH_SKIP_ZPIPES=1    baselines only (development)
+#   BENCH_PROBES=0         skip the latency and fairness probes
+#   BENCH_OUT=PATH         also write raw samples + summary rows (TSV) there
+#
+# stdout carries the result tables only; progress goes to stderr.
+# Exit status: 0 if every transfer verified and both probes ran; 1 if any
+# failed or zpipes could not be built (unless BENCH_SKIP_ZPIPES=1). The
+# probes report fairness and latency; they do not judge them.
+
+set -euo pipefail
+
+root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+cd "$root"
+
+if [[ ${BENCH_QUICK:-0} == 1 ]]; then
+	def_w1=20000 def_w2=5000 def_rounds=1
+else
+	def_w1=1000000 def_w2=100000 def_rounds=5
+fi
+w1_lines=${BENCH_W1_LINES:-$def_w1}
+w1_width=${BENCH_W1_WIDTH:-64}
+w2_lines=${BENCH_W2_LINES:-$def_w2}
+w2_width=${BENCH_W2_WIDTH:-1024}
+rounds=${BENCH_ROUNDS:-$def_rounds}
+limit=${BENCH_TIMEOUT:-300}
+skip_zpipes=${BENCH_SKIP_ZPIPES:-0}
+
+tmp=$(mktemp -d "${TMPDIR:-/tmp}/zpipes-bench.XXXXXX")
+
+# Every process this script starts is a background job of this shell, so
+# `jobs -p` is exactly the set to stop. timeout(1) passes SIGTERM on to the
+# command it runs.
+cleanup() {
+	local pids
+	pids=$(jobs -p)
+	if [[ -n $pids ]]; then
+		kill -TERM $pids 2>/dev/null || true
+		wait $pids 2>/dev/null || true
+	fi
+	rm -rf "$tmp"
+}
+trap cleanup EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
+
+log() { printf '%s\n' "$*" >&2; }
+
+# A random suffix per invocation (plus a counter per transfer) keeps
+# concurrent runs, and a lingering process from an earlier transfer, from
+# colliding on an abstract socket name.
+suffix=$(od -An -N6 -tx1 /dev/urandom | tr -d ' \n')
+transfer=0
+endpoint() { # KIND -> sets ep
+	transfer=$((transfer + 1))
+	ep="ipc://@zpipes-bench-$suffix-$1-$transfer"
+}
+
+# Microseconds since the epoch, without forking: $EPOCHREALTIME (bash 5) with
+# its decimal separator removed, whatever the locale makes it.
+now_us() { us=${EPOCHREALTIME//[!0-9]/}; }
+
+log "building bench tools"
+go build -o "$tmp/gen" ./bench/gen
+go build -o "$tmp/pushpull" ./bench/pushpull
+go build -o "$tmp/report" ./bench/report
+go build -o "$tmp/latency" ./bench/latency
+go build -o "$tmp/fairness" ./bench/fairness
+
+zpipes_note=
+zpipes=
+if [[ $skip_zpipes == 1 ]]; then
+	zpipes_note="zpipes skipped (BENCH_SKIP_ZPIPES=1)"
+elif [[ -n ${BENCH_ZPIPES:-} ]]; then
+	zpipes=$BENCH_ZPIPES
+else
+	log "building zpipes"
+	if go build -o "$tmp/zpipes" . 2>"$tmp/build.log"; then
+		zpipes=$tmp/zpipes
+	else
+		zpipes_note="zpipes not built: 'go build .' failed; baselines only"
+		log "$zpipes_note:"
+		head -n 20 "$tmp/build.log" >&2
+	fi
+fi
+
+log "generating workloads in $tmp"
+"$tmp/gen" "$w1_lines" "$w1_width" "$tmp/W1"
+"$tmp/gen" "$w2_lines" "$w2_width" "$tmp/W2"
+
+# finish_transfer RPID WPID waits for the consumer, stops the clock, then
+# reaps the producer (stopping it if the consumer failed, so that it cannot
+# hang on a peer that is gone). Sets elapsed and returns non-zero on failure.
+finish_transfer() {
+	local rpid=$1 wpid=$2 rc=0
+	wait "$rpid" || rc=$?
+	now_us
+	elapsed=$((us - t0))
+	if ((rc != 0)); then
+		log "  consumer exited with status $rc"
+		kill -TERM "$wpid" 2>/dev/null || true
+	fi
+	wait "$wpid" || { log "  producer exited with status $?"; rc=1; }
+	return "$rc"
+}
+
+run_fifo() { # IN LINES OUT
+	local in=$1 out=$3 fifo=$tmp/fifo rpid wpid
+	rm -f "$fifo"
+	mkfifo "$fifo"
+	now_us
+	t0=$us
+	timeout "$limit" cat "$fifo" >"$out" &
+	rpid=$!
+	timeout "$limit" cat "$in" >"$fifo" &
+	wpid=$!
+	finish_transfer "$rpid" "$wpid"
+}
+
+run_pushpull() { # IN LINES OUT
+	local in=$1 n=$2 out=$3 rpid wpid
+	endpoint pp
+	now_us
+	t0=$us
+	# The puller binds, the pusher dials (and retries until it is bound).
+	timeout "$limit" "$tmp/pushpull" pull "$ep" "$n" >"$out" &
+	rpid=$!
+	timeout "$limit" "$tmp/pushpull" push "$ep" "$in" &
+	wpid=$!
+	finish_transfer "$rpid" "$wpid"
+}
+
+# wait_bound EP PID: zmq4 binds an ipc://@name endpoint as an abstract unix
+# socket, which shows up in /proc/net/unix as @name once it is listening.
+wait_bound() {
+	local name=${1#ipc://} pid=$2 i
+	for ((i = 0; i < 1000; i++)); do
+		grep -qF -- "$name" /proc/net/unix && return 0
+		kill -0 "$pid" 2>/dev/null || return 1
+		sleep 0.01
+	done
+	return 1
+}
+
+run_zpipes() { # IN LINES OUT
+	local in=$1 n=$2 out=$3 spid rpid wpid rc=0 i
+	endpoint zp
+	rss_kb=-
+	"$zpipes" serve -e "$ep" 2>>"$tmp/serve.log" &
+	spid=$!
+	if ! wait_bound "$ep" "$spid"; then
+		log "  zpipes serve did not bind $ep; its stderr:"
+		tail -n 5 "$tmp/serve.log" >&2
+		kill -TERM "$spid" 2>/dev/null || true
+		wait "$spid" 2>/dev/null || true
+		elapsed=0
+		return 1
+	fi
+
+	now_us
+	t0=$us
+	timeout "$limit" "$zpipes" -e "$ep" cat -r -n "$n" jobs >"$out" &
+	rpid=$!
+	timeout "$limit" "$zpipes" -e "$ep" cat -w jobs <"$in" &
+	wpid=$!
+	finish_transfer "$rpid" "$wpid" || rc=$?
+
+	# VmHWM is the broker's peak resident set over its life, which is this
+	# one transfer: each transfer gets a fresh broker.
+	rss_kb=$(awk '/^VmHWM:/ { print $2 }' "/proc/$spid/status" 2>/dev/null) || true
+	[[ -n $rss_kb ]] || rss_kb=-
+	kill -TERM "$spid" 2>/dev/null || true
+	for ((i = 0; i < 500; i++)); do
+		kill -0 "$spid" 2>/dev/null || break
+		sleep 0.01
+	done
+	if kill -0 "$spid" 2>/dev/null; then
+		log "  zpipes serve ignored SIGTERM for 5s; killing it"
+		kill -KILL "$spid" 2>/dev/null || true
+		rc=1
+	fi
+	wait "$spid" || log "  zpipes serve exited with status $? after SIGTERM"
+	return "$rc"
+}
+
+# run_probe NAME ARGS...: runs the probe program NAME against a fresh
+# broker, its table on stdout under a heading.
+run_probe() {
+	local name=$1 spid rc=0 i
+	shift
+	endpoint "$name"
+	"$zpipes" serve -e "$ep" 2>>"$tmp/serve.log" &
+	spid=$!
+	if ! wait_bound "$ep" "$spid"; then
+		log "$name probe: zpipes serve did not bind $ep"
+		kill -TERM "$spid" 2>/dev/null || true
+		wait "$spid" 2>/dev/null || true
+		return 1
+	fi
+	log "running the $name probe"
+	echo
+	echo "$name (bench/$name)"
+	timeout "$limit" "$tmp/$name" -e "$ep" "$@" || { rc=$?; log "$name probe exited with status $rc"; }
+	kill -TERM "$spid" 2>/dev/null || true
+	for ((i = 0; i < 500; i++)); do
+		kill -0 "$spid" 2>/dev/null || break
+		sleep 0.01
+	done
+	kill -KILL "$spid" 2>/dev/null || true
+	wait "$spid" 2>/dev/null || true
+	return "$rc"
+}
+
+raw=$tmp/raw.tsv
+: >"$raw"
+systems=(fifo pushpull)
+[[ -n $zpipes ]] && systems+=(zpipes)
+failures=0
+
+{
+	echo "zpipes throughput benchmark  $(date -u +%Y-%m-%dT%H:%M:%SZ)"
+	echo "host: $(nproc) cores, $(uname -sr), $(go env GOVERSION), rounds: $rounds"
+	echo "commit: $(git -C "$root" rev-parse --short HEAD 2>/dev/null || echo none)$(git -C "$root" diff --quiet HEAD 2>/dev/null || echo ' (+ local changes)')"
+	[[ -z $zpipes_note ]] || echo "NOTE: $zpipes_note"
+	echo
+}
+
+for ((round = 1; round <= rounds; round++)); do
+	for wl in W1 W2; do
+		if [[ $wl == W1 ]]; then lines=$w1_lines width=$w1_width; else lines=$w2_lines width=$w2_width; fi
+		for sys in "${systems[@]}"; do
+			out=$tmp/out
+			rm -f "$out"
+			rss_kb=-
+			status=ok
+			if ! "run_$sys" "$tmp/$wl" "$lines" "$out"; then
+				status=fail
+			elif ! cmp -s "$tmp/$wl" "$out"; then
+				status=fail
+				log "  output differs from input: $(cmp "$tmp/$wl" "$out" 2>&1 | head -n 1)"
+			fi
+			rm -f "$out"
+			printf 'run\t%s\t%s\t%d\t%d\t%d\t%d\t%s\t%s\n' \
+				"$wl" "$sys" "$round" "$lines" "$width" "$elapsed" "$rss_kb" "$status" >>"$raw"
+			if [[ $status == ok ]]; then
+				log "round $round/$rounds $wl $sys: $((lines * 1000000 / (elapsed > 0 ? elapsed : 1))) lines/s ($((elapsed / 1000)) ms)"
+			else
+				failures=$((failures + 1))
+				log "round $round/$rounds $wl $sys: FAILED"
+			fi
+		done
+	done
+done
+
+"$tmp/report" "$raw"
+
+if [[ ${BENCH_PROBES:-1} != 0 && -n $zpipes ]]; then
+	if [[ ${BENCH_QUICK:-0} == 1 ]]; then
+		latency_args=(-n 5000 -warmup 500) fairness_args=(-trials 20)
+	else
+		latency_args=() fairness_args=()
+	fi
+	run_probe latency "${latency_args[@]}" || failures=$((failures + 1))
+	run_probe fairness "${fairness_args[@]}" || failures=$((failures + 1))
+fi
+
+if [[ -n ${BENCH_OUT:-} ]]; then
+	{ cat "$raw"; "$tmp/report" -tsv "$raw"; } >"$BENCH_OUT"
+	log "raw samples and summary written to $BENCH_OUT"
+fi
+
+if ((failures > 0)); then
+	log "$failures transfer(s) or probe(s) failed"
+	exit 1
+fi
+if [[ -n $zpipes_note && $skip_zpipes != 1 ]]; then
+	log "$zpipes_note"
+	exit 1
+fi
