@@ -98,7 +98,14 @@ func (o *outbox) admit() bool {
 		case <-o.stop:
 			return false
 		case <-tick:
-			o.push(reply{command: "PING", frames: [][]byte{{0, 0}}})
+			// Only into an empty outbox: a peer that reads nothing does not
+			// need heartbeats piling up behind its replies.
+			o.mu.Lock()
+			idle := len(o.queue) == 0
+			o.mu.Unlock()
+			if idle {
+				o.push(reply{command: "PING", frames: [][]byte{{0, 0}}})
+			}
 		}
 	}
 }
@@ -197,9 +204,10 @@ func (s *Server) readLoop(c *client) {
 				c.out.release([]reply{{credit: true}})
 				continue
 			}
+			// PONG echoes the context after the TTL: up to 16 bytes (ZMTP 3.1).
 			body := msg.frames[0]
 			if len(body) >= 2 {
-				body = body[2:] // PONG echoes the context after the TTL
+				body = body[2:min(len(body), 2+16)]
 			}
 			// The PONG holds the PING's credit until it is written, so a
 			// peer that pings and never reads is throttled like any other.

@@ -11,6 +11,8 @@ import (
 
 	"github.com/go-zeromq/zmq4"
 	"github.com/go-zeromq/zmq4/security/null"
+	"golang.org/x/text/cases"
+	"golang.org/x/text/language"
 )
 
 // ZMTP 3 frame flags.
@@ -102,6 +104,7 @@ func checkReady(r *bufio.Reader) error {
 	}
 	props := body[6:]
 	typed := false
+	title := cases.Title(language.Und, cases.NoLower) // not safe to share
 	for len(props) > 0 {
 		n := int(props[0])
 		if n == 0 || len(props) < 1+n+4 {
@@ -113,7 +116,9 @@ func checkReady(r *bufio.Reader) error {
 			return errors.New("zmtp: malformed READY property")
 		}
 		value := string(props[1+n+4 : 1+n+4+int(vlen)])
-		if name == "Socket-Type" { // zmq4 looks it up by exactly this name
+		// zmq4 title-cases names and keeps the last value of each: every
+		// property it would read as the socket type must be a known one.
+		if title.String(name) == "Socket-Type" {
 			if !knownSocketTypes[value] {
 				return fmt.Errorf("zmtp: unknown socket type %q", value)
 			}
@@ -135,7 +140,14 @@ var knownSocketTypes = map[string]bool{
 
 // handshake runs the ZMTP greeting and READY exchange on nc within the
 // deadline. sockType is this side's socket type; id its identity, if any.
-func handshake(nc net.Conn, sockType zmq4.SocketType, id []byte, server bool, deadline time.Time) (*wire, error) {
+func handshake(nc net.Conn, sockType zmq4.SocketType, id []byte, server bool, deadline time.Time) (_ *wire, err error) {
+	defer func() {
+		// checkReady keeps known panics out of zmq4; should another input
+		// reach one, it costs this connection, not the process.
+		if v := recover(); v != nil {
+			err = fmt.Errorf("zmtp handshake: %v", v)
+		}
+	}()
 	w := &wire{
 		nc: nc,
 		r:  bufio.NewReaderSize(nc, bufferSize),
@@ -183,7 +195,7 @@ func (w *wire) readMessage(maxBytes, maxFrames int) (message, error) {
 			return msg, err
 		}
 		if flags&flagCommand != 0 {
-			if flags&flagMore != 0 || size > maxCommandSize {
+			if nframes > 0 || flags&flagMore != 0 || size > maxCommandSize {
 				return msg, fmt.Errorf("zmtp: bad command frame (%d bytes)", size)
 			}
 			body := make([]byte, size)
