@@ -13,7 +13,7 @@ import (
 // requests: the client is throttled, nobody else is.
 const (
 	maxInflight      = 4096
-	maxInflightBytes = 64 << 20
+	maxInflightBytes = 16 << 20
 )
 
 // reply is one message queued for a connection's writer.
