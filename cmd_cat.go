@@ -19,8 +19,8 @@ import (
 // CatCmd streams lines into a pipe (-w) or a pipe's chunks out as lines (-r).
 type CatCmd struct {
 	Pipe     string  `arg:"" help:"Pipe name."`
-	Read     bool    `short:"r" xor:"mode" required:"" help:"Read: print each chunk on its own line, until stopped."`
-	Write    bool    `short:"w" xor:"mode" required:"" help:"Write: send each stdin line, without its newline, as one chunk."`
+	Read     bool    `short:"r" help:"Read: print each chunk on its own line, until stopped."`
+	Write    bool    `short:"w" help:"Write: send each stdin line, without its newline, as one chunk."`
 	Count    int     `short:"n" placeholder:"N" help:"With -r: stop after N chunks, taking no more than N from the pipe."`
 	Null     bool    `short:"0" help:"Lines end with NUL instead of newline, in both directions."`
 	EOF      *string `name:"eof" placeholder:"MARKER" help:"With -w: send MARKER after the last line. With -r: stop at MARKER, without printing it; later chunks stay in the pipe."`
@@ -41,8 +41,19 @@ const (
 	readAhead  = 4 // MREADs in flight while reading
 )
 
+// Help is the detail under the summary in --help and zpipes(1).
+func (c *CatCmd) Help() string {
+	return `One of -r and -w is required. The pipe is opened for the command's life and
+closed after; with -r it is created if needed and waited on. cat -w exits once
+the broker has acknowledged every line; cat -r stopped by -n, --eof, SIGINT,
+SIGTERM or a closed stdout puts every chunk it took and did not print back at
+the head of the pipe.`
+}
+
 func (c *CatCmd) Validate() error {
 	switch {
+	case c.Read == c.Write:
+		return errors.New("give one of -r (read) and -w (write)")
 	case c.Count < 0:
 		return errors.New("-n must not be negative")
 	case c.Count > 0 && c.Write:

@@ -205,7 +205,7 @@ func TestExitStatuses(t *testing.T) {
 	}{
 		{"ok", []string{"-e", s.Endpoint(), "open", "p"}, 0, ""},
 		{"broker error", []string{"-e", s.Endpoint(), "close", "nope"}, 1, `zpipes: close "nope": no such pipe`},
-		{"usage", []string{"cat", "p"}, 2, "missing flags"},
+		{"usage", []string{"cat", "p"}, 2, "give one of -r (read) and -w (write)"},
 		{"no broker", []string{"-e", "ipc://@zpipes-test-nobody-" + t.Name(), "open", "p"}, 3, "no broker at"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {

@@ -31,6 +31,15 @@ type CLI struct {
 	Man        ManCmd        `cmd:"" hidden:"" help:"Print the zpipes(1) man page (see go generate)."`
 }
 
+// Help is shown under the command list by zpipes --help.
+func (CLI) Help() string {
+	return `Examples:
+  zpipes serve &                        # the broker
+  producer | zpipes cat -w jobs         # each stdin line becomes a chunk
+  zpipes cat -r jobs | consumer         # each chunk is printed as a line
+  zpipes open jobs; zpipes write jobs a b; zpipes read -n 2 jobs; zpipes close jobs`
+}
+
 func main() {
 	os.Exit(run(os.Args[1:], os.Stdin, os.Stdout, os.Stderr))
 }
