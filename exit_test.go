@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bufio"
 	"bytes"
 	"context"
 	"crypto/rand"
@@ -219,5 +220,38 @@ func TestExitStatuses(t *testing.T) {
 				t.Fatalf("stderr %q, want %q", stderr.String(), tc.msg)
 			}
 		})
+	}
+}
+
+// A consumer sees each line as soon as the pipe goes idle, not when a
+// buffer fills or the reader exits.
+func TestReaderFlushesWhenPipeIsIdle(t *testing.T) {
+	s, c := startBroker(t)
+	cmd := exec.Command(zpipesBin(t), "-e", s.Endpoint(), "cat", "-r", "p")
+	out, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer cmd.Wait()
+	defer cmd.Process.Signal(syscall.SIGINT)
+	waitReader(t, c, "p")
+	lines := make(chan string)
+	go func() {
+		line, _ := bufio.NewReader(out).ReadString('\n')
+		lines <- line
+	}()
+	if err := c.Write(context.Background(), "p", []byte("first")); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case line := <-lines:
+		if line != "first\n" {
+			t.Fatalf("read %q", line)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("the line never reached the consumer while the reader ran")
 	}
 }
