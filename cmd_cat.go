@@ -26,7 +26,7 @@ type CatCmd struct {
 	EOF      *string `name:"eof" placeholder:"MARKER" help:"With -w: send MARKER after the last line. With -r: stop at MARKER, without printing it; later chunks stay in the pipe."`
 	Progress bool    `short:"p" help:"Show a live count of chunks, bytes and rate on stderr when it is a terminal, and a summary line at the end."`
 	Retry    bool    `help:"With -r: when the broker goes away, wait for it to come back and go on reading, instead of failing."`
-	Batch    int     `default:"4096" hidden:"" help:"Most chunks per request."`
+	Batch    int     `default:"8192" hidden:"" help:"Most chunks per request."`
 
 	delivered int       // chunks printed so far, across reconnections
 	progress  *progress // with -p
@@ -37,8 +37,8 @@ type CatCmd struct {
 // interactive producer's lines are not held back.
 const (
 	batchBytes = 1024 << 10
-	window     = 8 // batches in flight while writing
-	readAhead  = 4 // MREADs in flight while reading
+	window     = 4 // batches in flight while writing
+	readAhead  = 2 // MREADs in flight while reading
 )
 
 // Help is the detail under the summary in --help and zpipes(1).
