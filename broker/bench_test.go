@@ -111,7 +111,7 @@ func BenchmarkParseRequest(b *testing.B) {
 // benchEncode frames a message the way wire.writeMessage does.
 func benchEncode(b *testing.B, frames [][]byte) []byte {
 	var buf bytes.Buffer
-	w := &wire{w: bufio.NewWriter(&buf)}
+	w := &wire{dst: &buf}
 	if err := w.writeMessage(false, frames); err != nil {
 		b.Fatal(err)
 	}
@@ -163,7 +163,7 @@ func BenchmarkWireWriteMessage(b *testing.B) {
 		b.Run(bc.name, func(b *testing.B) {
 			b.ReportAllocs()
 			b.SetBytes(int64(len(benchEncode(b, bc.frames))))
-			w := &wire{w: bufio.NewWriterSize(io.Discard, bufferSize)}
+			w := &wire{dst: io.Discard}
 			for b.Loop() {
 				if err := w.writeMessage(false, bc.frames); err != nil {
 					b.Fatal(err)

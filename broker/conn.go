@@ -245,10 +245,10 @@ func (s *Server) writeLoop(c *client) {
 			return
 		}
 		batch = c.out.take(batch[:0])
-		if err := s.write(c, batch); err != nil {
+		if unsent, err := s.write(c, batch); err != nil {
 			s.log.Debug("connection write failed", "conn", c.id, "err", err)
 			c.w.close()
-			s.giveBack(c, batch)
+			s.giveBack(c, unsent)
 			return
 		}
 		c.out.release(batch)
@@ -256,19 +256,28 @@ func (s *Server) writeLoop(c *client) {
 	}
 }
 
-func (s *Server) write(c *client, batch []reply) error {
+// write sends a batch of replies, coalesced into as few syscalls as the
+// buffer allows. On failure it returns the replies that did not reach the
+// kernel whole: those the peer cannot have had.
+func (s *Server) write(c *client, batch []reply) (unsent []reply, err error) {
+	c.w.takeSent()
 	for _, r := range batch {
-		var err error
 		if r.command != "" {
 			err = c.w.writeCommand(r.command, r.frames[0])
 		} else {
 			err = c.w.writeMessage(r.envelope, r.frames)
 		}
 		if err != nil {
-			return err
+			break
 		}
 	}
-	return c.w.flush()
+	if err == nil {
+		err = c.w.flush()
+	}
+	if err != nil {
+		return batch[c.w.takeSent():], err
+	}
+	return nil, nil
 }
 
 // drain sends what is queued when a connection is stopped: the replies the
@@ -276,19 +285,16 @@ func (s *Server) write(c *client, batch []reply) error {
 // within a bound, then the connection closes.
 func (s *Server) drain(c *client) {
 	c.w.nc.SetWriteDeadline(time.Now().Add(drainTimeout))
-	batch := c.out.take(nil)
-	err := s.write(c, batch)
+	unsent, _ := s.write(c, c.out.take(nil))
 	c.w.close()
-	if err == nil {
-		batch = nil
-	}
-	s.giveBack(c, batch)
+	s.giveBack(c, unsent)
 }
 
 // giveBack kills the outbox and returns to their pipes the chunks of read
-// replies that were not written: failed is the batch whose write failed (the
-// kernel refused it, so the peer is gone and never got it) and the rest is
-// what was still queued. The chunks go to the next reader.
+// replies that never reached the peer: failed, the replies of the last
+// batch that the kernel did not take whole, and whatever was still queued.
+// The chunks go to the next reader; a chunk the peer may have had is never
+// given back, so no reader sees one twice.
 func (s *Server) giveBack(c *client, failed []reply) {
 	var ret []reply
 	for _, r := range append(failed, c.out.kill()...) {
@@ -297,6 +303,11 @@ func (s *Server) giveBack(c *client, failed []reply) {
 		}
 	}
 	if len(ret) > 0 {
+		n := 0
+		for _, r := range ret {
+			n += len(r.chunks)
+		}
+		s.log.Debug("giving back chunks never sent", "conn", c.id, "replies", len(ret), "chunks", n)
 		s.send(event{client: c, returned: ret})
 	}
 }

@@ -257,7 +257,7 @@ func FuzzReadMessage(f *testing.F) {
 		}
 		// What was read whole survives re-encoding unchanged.
 		var enc bytes.Buffer
-		ww := &wire{w: bufio.NewWriter(&enc)}
+		ww := &wire{dst: &enc}
 		var want []message
 		for _, m := range got {
 			switch {
@@ -975,7 +975,7 @@ func TestCommandWithoutNameIsNotARequest(t *testing.T) {
 
 	s := startServer(t)
 	p := dialRaw(t, s, zmq4.Dealer)
-	p.w.writeFrame(flagCommand, append([]byte{0}, CmdList...))
+	p.w.appendFrame(flagCommand, append([]byte{0}, CmdList...))
 	p.send(CmdOpen, "p")
 	p.w.nc.SetReadDeadline(time.Now().Add(5 * time.Second))
 	if msg, err := p.w.readMessage(1<<20, 16); err == nil && len(msg.frames) > 0 && string(msg.frames[0]) == StatusOK && len(msg.frames) == 2 {

@@ -272,13 +272,11 @@ func garbageRound(s *Server, lim Limits, pipe string, rng *rand.Rand, kind int) 
 		}
 	case "vanish mid-message":
 		// A WRITE to the real pipe cut off in its chunk: it must not land.
-		w.writeFrame(flagMore, b(CmdWrite))
-		w.writeFrame(flagMore, b(pipe))
-		var h [9]byte
-		h[0] = flagLong
-		binary.BigEndian.PutUint64(h[1:], uint64(lim.MaxChunk))
-		w.w.Write(h[:])
-		w.w.Write(randBytes(rng.IntN(lim.MaxChunk)))
+		w.appendFrame(flagMore, b(CmdWrite))
+		w.appendFrame(flagMore, b(pipe))
+		w.out = append(w.out, flagLong)
+		w.out = binary.BigEndian.AppendUint64(w.out, uint64(lim.MaxChunk))
+		w.out = append(w.out, randBytes(rng.IntN(lim.MaxChunk))...)
 		return w.flush()
 	case "not reading":
 		for range 2000 {
@@ -626,13 +624,12 @@ func TestClaimedFrameSizeIsNotAllocatedUpFront(t *testing.T) {
 	before := heapInuse()
 	for range conns {
 		p := dialRaw(t, s, zmq4.Dealer)
-		p.w.writeFrame(flagMore, []byte(CmdWrite))
-		p.w.writeFrame(flagMore, []byte("p"))
-		var h [9]byte
-		h[0] = flagLong
-		binary.BigEndian.PutUint64(h[1:], 4<<20)
-		p.w.w.Write(h[:])
-		p.w.w.WriteString("only this")
+		p.w.appendFrame(flagMore, []byte(CmdWrite))
+		p.w.appendFrame(flagMore, []byte("p"))
+		// A frame header claiming 4 MiB, and a few bytes of it.
+		p.w.out = append(p.w.out, flagLong)
+		p.w.out = binary.BigEndian.AppendUint64(p.w.out, 4<<20)
+		p.w.out = append(p.w.out, "only this"...)
 		mustOK(t, p.w.flush())
 	}
 	// Nothing tells when the broker has read the headers: watch the heap

@@ -31,7 +31,8 @@ const (
 
 // wire is one ZMTP connection. zmq4 performs the greeting and the NULL
 // security handshake (so zpipes speaks exactly what libzmq expects); after
-// that, wire frames messages itself over buffered I/O. That is what lets the
+// that, wire frames messages itself, reading through a buffer and writing
+// whole batches of messages per syscall. That is what lets the
 // broker see every disconnect, bound every read, never block one peer on
 // another's socket, and coalesce many small frames into one syscall — the
 // things zmq4's own sockets cannot do (see shared/notes/zmq4.md).
@@ -41,12 +42,14 @@ const (
 type wire struct {
 	nc       net.Conn
 	r        *bufio.Reader
-	w        *bufio.Writer
-	peerType string  // the peer's Socket-Type, e.g. "DEALER"
-	peerID   []byte  // the peer's Identity; empty if it set none
-	scratch  []byte  // frame bodies of the message being read
-	hdr      [9]byte // frame header being written
-	offs     []int   // frame boundaries in scratch
+	dst      io.Writer // where flush writes: nc
+	peerType string    // the peer's Socket-Type, e.g. "DEALER"
+	peerID   []byte    // the peer's Identity; empty if it set none
+	scratch  []byte    // frame bodies of the message being read
+	out      []byte    // messages encoded, not yet written
+	ends     []int     // where each message in out ends
+	sent     int       // messages written whole, for takeSent
+	offs     []int     // frame boundaries in scratch
 }
 
 // guardedConn is the net.Conn zmq4 handshakes over. Reads come from the
@@ -149,9 +152,9 @@ func handshake(nc net.Conn, sockType zmq4.SocketType, id []byte, server bool, de
 		}
 	}()
 	w := &wire{
-		nc: nc,
-		r:  bufio.NewReaderSize(nc, bufferSize),
-		w:  bufio.NewWriterSize(nc, bufferSize),
+		nc:  nc,
+		r:   bufio.NewReaderSize(nc, bufferSize),
+		dst: nc,
 	}
 	if err := nc.SetDeadline(deadline); err != nil {
 		return nil, err
@@ -281,52 +284,86 @@ func (w *wire) readHeader() (flags byte, size uint64, err error) {
 	return flags, size, err
 }
 
-// writeMessage buffers one message; flush sends what is buffered.
+// Writing. Messages are encoded into one buffer and written with one
+// syscall when the buffer fills or flush is called. The buffer remembers
+// where each message ends, so after a failed write the caller knows exactly
+// which messages reached the kernel (sent) and which did not: a chunk that
+// reached a peer is never handed to another reader, and one that did not is
+// never lost.
+
+// writeMessage buffers one message.
 func (w *wire) writeMessage(envelope bool, frames [][]byte) error {
 	if envelope {
-		if err := w.writeFrame(flagMore, nil); err != nil {
-			return err
-		}
+		w.appendFrame(flagMore, nil)
 	}
 	for i, f := range frames {
 		var flags byte
 		if i < len(frames)-1 {
 			flags = flagMore
 		}
-		if err := w.writeFrame(flags, f); err != nil {
-			return err
-		}
+		w.appendFrame(flags, f)
 	}
-	return nil
+	return w.endMessage()
 }
 
 // writeCommand buffers a ZMTP command such as PING or PONG.
 func (w *wire) writeCommand(name string, body []byte) error {
-	b := make([]byte, 0, 1+len(name)+len(body))
-	b = append(b, byte(len(name)))
-	b = append(b, name...)
-	b = append(b, body...)
-	return w.writeFrame(flagCommand, b)
+	w.out = append(w.out, flagCommand, 0)
+	h := len(w.out)
+	w.out = append(w.out, byte(len(name)))
+	w.out = append(w.out, name...)
+	w.out = append(w.out, body...)
+	if size := len(w.out) - h; size > 255 {
+		return errors.New("zmtp: command too long")
+	} else {
+		w.out[h-1] = byte(size)
+	}
+	return w.endMessage()
 }
 
-func (w *wire) writeFrame(flags byte, body []byte) error {
-	h := &w.hdr // a local array would escape: one allocation per frame
-	n := 2
+func (w *wire) appendFrame(flags byte, body []byte) {
 	if len(body) > 255 {
-		flags |= flagLong
-		binary.BigEndian.PutUint64(h[1:], uint64(len(body)))
-		n = 9
+		w.out = append(w.out, flags|flagLong)
+		w.out = binary.BigEndian.AppendUint64(w.out, uint64(len(body)))
 	} else {
-		h[1] = byte(len(body))
+		w.out = append(w.out, flags, byte(len(body)))
 	}
-	h[0] = flags
-	if _, err := w.w.Write(h[:n]); err != nil {
-		return err
+	w.out = append(w.out, body...)
+}
+
+func (w *wire) endMessage() error {
+	w.ends = append(w.ends, len(w.out))
+	if len(w.out) >= bufferSize {
+		return w.flush()
 	}
-	_, err := w.w.Write(body)
+	return nil
+}
+
+// flush writes what is buffered. Messages written whole are counted in
+// sent; on an error the rest are dropped from the buffer, unsent.
+func (w *wire) flush() error {
+	if len(w.out) == 0 {
+		return nil
+	}
+	n, err := w.dst.Write(w.out)
+	k := 0
+	for k < len(w.ends) && w.ends[k] <= n {
+		k++
+	}
+	w.sent += k
+	w.out, w.ends = w.out[:0], w.ends[:0]
+	if cap(w.out) > 4<<20 {
+		w.out = nil // do not keep one huge reply's buffer
+	}
 	return err
 }
 
-func (w *wire) flush() error { return w.w.Flush() }
+// takeSent returns how many messages were written whole since the last
+// call.
+func (w *wire) takeSent() int {
+	n := w.sent
+	w.sent = 0
+	return n
+}
 
 func (w *wire) close() error { return w.nc.Close() }
