@@ -153,23 +153,30 @@ func (a *app) exit(err error) int {
 // withPipe opens a pipe for the length of fn and closes it after, whatever
 // fn returns: client commands hold the pipe only while they use it.
 func (a *app) withPipe(pipe string, fn func(c *broker.Client) error) error {
+	return a.withClient(func(c *broker.Client) error {
+		if err := c.Open(a.ctx, pipe); err != nil {
+			return err
+		}
+		err := fn(c)
+		if errors.Is(err, broker.ErrConnLost) {
+			return err // nobody is there to CLOSE to
+		}
+		// Close even when interrupted: the open count belongs to the pipe, so
+		// a missed CLOSE would keep it forever.
+		ctx, cancel := context.WithTimeout(context.Background(), a.timeout)
+		defer cancel()
+		return errors.Join(err, c.ClosePipe(ctx, pipe))
+	})
+}
+
+// withClient connects to the broker for the length of fn.
+func (a *app) withClient(fn func(c *broker.Client) error) error {
 	c, err := a.dial()
 	if err != nil {
 		return err
 	}
 	defer c.Close()
-	if err := c.Open(a.ctx, pipe); err != nil {
-		return err
-	}
-	err = fn(c)
-	if errors.Is(err, broker.ErrConnLost) {
-		return err // nobody is there to CLOSE to
-	}
-	// Close even when interrupted: the open count belongs to the pipe, so a
-	// missed CLOSE would keep it forever.
-	ctx, cancel := context.WithTimeout(context.Background(), a.timeout)
-	defer cancel()
-	return errors.Join(err, c.ClosePipe(ctx, pipe))
+	return fn(c)
 }
 
 // writeAll writes b to w, marking a failure as stdout's.

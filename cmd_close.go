@@ -1,5 +1,7 @@
 package main
 
+import "github.com/zpipes/zpipes/broker"
+
 // CloseCmd takes one from a pipe's open count. The pipe goes away when the
 // count is zero and no chunks are queued; chunks already written stay.
 type CloseCmd struct {
@@ -7,10 +9,5 @@ type CloseCmd struct {
 }
 
 func (o *CloseCmd) Run(a *app) error {
-	c, err := a.dial()
-	if err != nil {
-		return err
-	}
-	defer c.Close()
-	return c.ClosePipe(a.ctx, o.Pipe)
+	return a.withClient(func(c *broker.Client) error { return c.ClosePipe(a.ctx, o.Pipe) })
 }

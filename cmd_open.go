@@ -1,5 +1,7 @@
 package main
 
+import "github.com/zpipes/zpipes/broker"
+
 // OpenCmd adds one to a pipe's open count, creating it if needed. Like
 // mkfifo, the pipe stays after the command exits, until a CLOSE.
 type OpenCmd struct {
@@ -7,10 +9,5 @@ type OpenCmd struct {
 }
 
 func (o *OpenCmd) Run(a *app) error {
-	c, err := a.dial()
-	if err != nil {
-		return err
-	}
-	defer c.Close()
-	return c.Open(a.ctx, o.Pipe)
+	return a.withClient(func(c *broker.Client) error { return c.Open(a.ctx, o.Pipe) })
 }

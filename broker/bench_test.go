@@ -87,16 +87,24 @@ func BenchmarkPipeDequeue(b *testing.B) {
 	}
 }
 
-// BenchmarkParseRequest measures parsing a WRITE of one 64-byte chunk and
-// an MWRITE of 1000.
-func BenchmarkParseRequest(b *testing.B) {
-	for _, bc := range []struct {
+// benchRequests are a WRITE of one 64-byte chunk and an MWRITE of 1000.
+func benchRequests() []struct {
+	name   string
+	frames [][]byte
+} {
+	return []struct {
 		name   string
 		frames [][]byte
 	}{
 		{"WRITE", append([][]byte{[]byte(CmdWrite), []byte("jobs")}, benchChunks(1)...)},
 		{"MWRITE-1000", append([][]byte{[]byte(CmdMWrite), []byte("jobs")}, benchChunks(1000)...)},
-	} {
+	}
+}
+
+// BenchmarkParseRequest measures parsing a WRITE of one 64-byte chunk and
+// an MWRITE of 1000.
+func BenchmarkParseRequest(b *testing.B) {
+	for _, bc := range benchRequests() {
 		b.Run(bc.name, func(b *testing.B) {
 			b.ReportAllocs()
 			for b.Loop() {
@@ -124,13 +132,7 @@ func benchEncode(b *testing.B, frames [][]byte) []byte {
 // BenchmarkWireReadMessage measures reading a request from a connection's
 // buffer: a WRITE, and an MWRITE of 1000 64-byte chunks (1002 frames).
 func BenchmarkWireReadMessage(b *testing.B) {
-	for _, bc := range []struct {
-		name   string
-		frames [][]byte
-	}{
-		{"WRITE", append([][]byte{[]byte(CmdWrite), []byte("jobs")}, benchChunks(1)...)},
-		{"MWRITE-1000", append([][]byte{[]byte(CmdMWrite), []byte("jobs")}, benchChunks(1000)...)},
-	} {
+	for _, bc := range benchRequests() {
 		b.Run(bc.name, func(b *testing.B) {
 			b.ReportAllocs()
 			data := benchEncode(b, bc.frames)
