@@ -255,3 +255,48 @@ func TestReaderFlushesWhenPipeIsIdle(t *testing.T) {
 		t.Fatal("the line never reached the consumer while the reader ran")
 	}
 }
+
+// The libzmq interoperability script of the broker package, against the
+// real `zpipes serve` process rather than a broker in the test's process.
+func TestInteropWithServeCommand(t *testing.T) {
+	const python = "/usr/bin/python3"
+	if out, err := exec.Command(python, "-c", "import zmq").CombinedOutput(); err != nil {
+		msg := "needs " + python + " with zmq (apt-get install python3-zmq): " + strings.TrimSpace(string(out))
+		if os.Getenv("CI") != "" {
+			t.Fatal(msg)
+		}
+		t.Skip(msg)
+	}
+	b := make([]byte, 8)
+	rand.Read(b)
+	ep := "ipc://@zpipes-test-" + hex.EncodeToString(b)
+	serve := exec.Command(zpipesBin(t), "-e", ep, "serve")
+	if err := serve.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer func() {
+		serve.Process.Signal(syscall.SIGTERM)
+		if code := exitCode(t, serve.Wait()); code != 0 {
+			t.Errorf("serve exited %d after SIGTERM", code)
+		}
+	}()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	for {
+		c, err := broker.Dial(ctx, ep)
+		if err == nil {
+			c.Close()
+			break
+		}
+		select {
+		case <-ctx.Done():
+			t.Fatalf("serve never listened: %v", err)
+		case <-time.After(5 * time.Millisecond):
+		}
+	}
+	out, err := exec.CommandContext(ctx, python, "broker/testdata/interop.py", ep).CombinedOutput()
+	t.Logf("interop.py:\n%s", out)
+	if err != nil {
+		t.Fatalf("interop.py against zpipes serve: %v", err)
+	}
+}
