@@ -60,8 +60,8 @@ func (c *CatCmd) Validate() error {
 		return errors.New("-n goes with -r")
 	case c.Retry && c.Write:
 		return errors.New("--retry goes with -r")
-	case c.Batch < 1:
-		return errors.New("--batch must be positive")
+	case c.Batch < 1 || c.Batch > broker.DefaultLimits.MaxBatch:
+		return fmt.Errorf("--batch must be from 1 to %d", broker.DefaultLimits.MaxBatch)
 	}
 	return nil
 }
