@@ -4,7 +4,9 @@ import (
 	"context"
 	"encoding/json"
 	"log/slog"
+	"runtime/debug"
 	"sort"
+	"time"
 )
 
 // maxReplyBytes bounds the chunks one MREAD reply carries (it always carries
@@ -21,6 +23,9 @@ type state struct {
 	clients map[uint64]*client
 	total   int // bytes queued in all pipes
 	stalled map[*pipe]struct{}
+
+	peak    int              // most bytes queued since memory was last released
+	release <-chan time.Time // fires to release memory after a big drain
 }
 
 func newState(s *Server) *state {
@@ -40,10 +45,34 @@ func (st *state) loop() {
 		select {
 		case ev := <-st.s.events:
 			st.handle(ev)
+			st.watchMemory()
+		case <-st.release:
+			st.release = nil
+			st.peak = st.total
+			// A broker that has gone quiet allocates nothing, so the Go
+			// runtime would keep a drained queue's memory for minutes: a
+			// second burst then stacks on top of it. Hand it back now.
+			debug.FreeOSMemory()
 		case <-st.s.quit:
 			st.shutdown()
 			return
 		}
+	}
+}
+
+// releaseAfter is how long after a big drain the broker returns the memory
+// to the system; releaseAbove is how big a queue counts as big.
+const (
+	releaseAfter = time.Second
+	releaseAbove = 32 << 20
+)
+
+// watchMemory schedules a release of memory once most of a big queue has
+// been read.
+func (st *state) watchMemory() {
+	st.peak = max(st.peak, st.total)
+	if st.release == nil && st.peak >= releaseAbove && st.total <= st.peak/4 {
+		st.release = time.After(releaseAfter)
 	}
 }
 
