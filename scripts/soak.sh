@@ -23,6 +23,9 @@
 # Then it prints the curve and compares the first and last minutes after
 # warm-up.
 #
+# A 10-minute run writes a few hundred MB of ids under $TMPDIR (removed at
+# the end unless ZP_KEEP=1).
+#
 # Usage: scripts/soak.sh      (env: SOAK_SECONDS=600 SAMPLE_SECONDS=10 PIPES=4
 #        WRITERS=3 READERS=3 KILL_EVERY=5 READ_TIMEOUT=3 PAUSE=0.05
 #        WARMUP=60 WINDOW=120 CSV_OUT=FILE to keep the samples,
@@ -50,15 +53,15 @@ echo "soak: ${SOAK_SECONDS}s, $PIPES pipes, $WRITERS writer loops, $READERS read
 
 pipe_name() { echo "soak$((RANDOM % PIPES))"; }
 
-# append OUT HEADER: add one client's output to its loop's file, after a
-# header line; a line cut short by SIGKILL gets its newline back, so it
-# stays one (unparseable) line instead of spoiling the next.
+# append FILE OUT HEADER: add one client's output to its loop's file, after a
+# header line, keeping only the ids (not the padding, to save disk). cut ends
+# a last line cut short by SIGKILL with a newline, so it stays one
+# (unparseable) line instead of spoiling the next.
 append() {
 	local f=$1 out=$2 header=$3
 	{
 		echo "#$header"
-		cat "$out"
-		if [[ -s $out && $(tail -c1 "$out" | wc -l) == 0 ]]; then echo; fi
+		cut -d: -f1 "$out"
 	} >>"$f"
 }
 
