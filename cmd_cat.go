@@ -147,12 +147,7 @@ func (c *CatCmd) write(a *app, cl *broker.Client) error {
 	}
 	wait := func() error { return settle(<-inflight[0].Done) }
 	send := func(chunks [][]byte) {
-		args := append([][]byte{[]byte(c.Pipe)}, chunks...)
-		cmd := broker.CmdMWrite
-		if len(chunks) == 1 {
-			cmd = broker.CmdWrite
-		}
-		inflight = append(inflight, cl.Go(cmd, args...))
+		inflight = append(inflight, cl.GoWrite(c.Pipe, chunks...))
 		counts = append(counts, len(chunks))
 		size := 0
 		for _, ch := range chunks {
@@ -301,7 +296,7 @@ func (c *CatCmd) read(a *app, cl *broker.Client) error {
 			if n <= 0 {
 				break
 			}
-			calls = append(calls, cl.Go(broker.CmdMRead, []byte(c.Pipe), []byte(strconv.Itoa(n))))
+			calls = append(calls, cl.GoReadBatch(c.Pipe, n))
 			asked = append(asked, n)
 			requested += n
 		}

@@ -17,7 +17,7 @@ func (w *WriteCmd) Run(a *app) error {
 		// Pipelined: all WRITEs go out at once and the OKs are collected.
 		calls := make([]*broker.Call, len(w.Chunks))
 		for i, chunk := range w.Chunks {
-			calls[i] = c.Go(broker.CmdWrite, []byte(w.Pipe), []byte(chunk))
+			calls[i] = c.GoWrite(w.Pipe, []byte(chunk))
 		}
 		for _, call := range calls {
 			<-call.Done

@@ -253,15 +253,22 @@ func (c *Client) ClosePipe(ctx context.Context, pipe string) error {
 // Write queues chunks in the pipe, in order, and returns once the broker
 // has them: one WRITE for one chunk, one MWRITE for several.
 func (c *Client) Write(ctx context.Context, pipe string, chunks ...[]byte) error {
-	_, err := c.Do(ctx, writeCmd(len(chunks)), append([][]byte{[]byte(pipe)}, chunks...)...)
-	return wrap("write", pipe, err)
+	call := c.GoWrite(pipe, chunks...)
+	select {
+	case <-call.Done:
+		return wrap("write", pipe, call.Err)
+	case <-ctx.Done():
+		return wrap("write", pipe, ctx.Err())
+	}
 }
 
-func writeCmd(n int) string {
-	if n == 1 {
-		return CmdWrite
+// GoWrite sends the request Write sends without waiting for its reply.
+func (c *Client) GoWrite(pipe string, chunks ...[]byte) *Call {
+	cmd := CmdMWrite
+	if len(chunks) == 1 {
+		cmd = CmdWrite
 	}
-	return CmdMWrite
+	return c.Go(cmd, append([][]byte{[]byte(pipe)}, chunks...)...)
 }
 
 // Read takes one chunk from the pipe, waiting until there is one.
@@ -276,7 +283,14 @@ func (c *Client) Read(ctx context.Context, pipe string) ([]byte, error) {
 // ReadBatch takes from 1 to max chunks from the pipe, waiting only while
 // it is empty.
 func (c *Client) ReadBatch(ctx context.Context, pipe string, max int) ([][]byte, error) {
-	return c.read(ctx, pipe, c.Go(CmdMRead, []byte(pipe), []byte(strconv.Itoa(max))))
+	return c.read(ctx, pipe, c.GoReadBatch(pipe, max))
+}
+
+// GoReadBatch sends the MREAD ReadBatch sends without waiting for its
+// reply. Unlike ReadBatch it does not take the read back if the caller
+// gives up: see Reclaim.
+func (c *Client) GoReadBatch(pipe string, max int) *Call {
+	return c.Go(CmdMRead, []byte(pipe), []byte(strconv.Itoa(max)))
 }
 
 // read waits for a read call. If ctx ends first the read is taken back: it
