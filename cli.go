@@ -17,16 +17,6 @@ import (
 	"github.com/zpipes/zpipes/broker"
 )
 
-// Exit statuses, documented in zpipes(1).
-const (
-	exitOK        = 0   // success
-	exitError     = 1   // the broker answered ERROR, or another failure
-	exitUsage     = 2   // bad command line
-	exitNoBroker  = 3   // no broker at the endpoint, or it went away
-	exitBrokenOut = 141 // stdout was closed (128 + SIGPIPE)
-	// 128 + n: stopped by signal n (130 for SIGINT, 143 for SIGTERM)
-)
-
 // app is what every command runs with: the standard streams, the broker's
 // endpoint, and a context that the first SIGINT or SIGTERM cancels.
 type app struct {

@@ -13,10 +13,6 @@ import (
 	"github.com/go-zeromq/zmq4"
 )
 
-// ErrConnLost means the connection to the broker failed or the broker
-// stopped answering; requests in flight fail with it.
-var ErrConnLost = errors.New("connection to broker lost")
-
 // DefaultTimeout is how long a client waits without any sign of life from
 // the broker, while a request is outstanding, before it gives up.
 const DefaultTimeout = 5 * time.Second

@@ -162,21 +162,21 @@ func (o *outbox) kill() []reply {
 	return left
 }
 
-// client is the broker's side of one connection. Its reader and writer
+// conn is the broker's side of one connection. Its reader and writer
 // goroutines own the wire halves; the core goroutine owns the rest.
-type client struct {
+type conn struct {
 	id  uint64
 	w   *wire
 	out *outbox
 
 	// Owned by the core.
-	pending []*pending // requests not yet answered, in order
-	waiting *pipe      // the pipe the head request waits on, if any
+	pending []*task // requests not yet answered, in order
+	waiting *pipe   // the pipe the head request waits on, if any
 	gone    bool
 }
 
-// pending is a request waiting its turn in its connection's order.
-type pending struct {
+// task is a request waiting its turn in its connection's order.
+type task struct {
 	req       Request
 	err       error // a parse error, to be answered in turn
 	cost      int
@@ -185,7 +185,7 @@ type pending struct {
 
 // readLoop reads requests and hands them to the core until the connection
 // fails. Only the core answers requests; PINGs are answered here.
-func (s *Server) readLoop(c *client) {
+func (s *Server) readLoop(c *conn) {
 	defer s.wg.Done()
 	lim := s.cfg.Limits
 	for {
@@ -214,7 +214,7 @@ func (s *Server) readLoop(c *client) {
 			c.out.push(reply{command: "PONG", frames: [][]byte{body}, credit: true})
 			continue
 		}
-		p := &pending{}
+		p := &task{}
 		if msg.err != nil {
 			p.err = msg.err
 			p.req.Envelope = msg.envelope
@@ -223,17 +223,17 @@ func (s *Server) readLoop(c *client) {
 			p.cost = p.req.Size
 			c.out.charge(p.cost)
 		}
-		if !s.send(event{client: c, req: p}) {
+		if !s.send(event{conn: c, req: p}) {
 			break
 		}
 	}
 	c.w.close()
 	c.out.shutdown()
-	s.send(event{client: c, down: true})
+	s.send(event{conn: c, down: true})
 }
 
 // writeLoop sends replies, coalescing whatever is queued into one flush.
-func (s *Server) writeLoop(c *client) {
+func (s *Server) writeLoop(c *conn) {
 	defer s.wg.Done()
 	defer s.untrack(c.w.nc)
 	var batch []reply
@@ -259,7 +259,7 @@ func (s *Server) writeLoop(c *client) {
 // write sends a batch of replies, coalesced into as few syscalls as the
 // buffer allows. On failure it returns the replies that did not reach the
 // kernel whole: those the peer cannot have had.
-func (s *Server) write(c *client, batch []reply) (unsent []reply, err error) {
+func (s *Server) write(c *conn, batch []reply) (unsent []reply, err error) {
 	c.w.takeSent()
 	for _, r := range batch {
 		if r.command != "" {
@@ -283,7 +283,7 @@ func (s *Server) write(c *client, batch []reply) (unsent []reply, err error) {
 // drain sends what is queued when a connection is stopped: the replies the
 // core queued last (at shutdown, the errors for waiting reads) are sent
 // within a bound, then the connection closes.
-func (s *Server) drain(c *client) {
+func (s *Server) drain(c *conn) {
 	c.w.nc.SetWriteDeadline(time.Now().Add(drainTimeout))
 	unsent, _ := s.write(c, c.out.take(nil))
 	c.w.close()
@@ -295,7 +295,7 @@ func (s *Server) drain(c *client) {
 // batch that the kernel did not take whole, and whatever was still queued.
 // The chunks go to the next reader; a chunk the peer may have had is never
 // given back, so no reader sees one twice.
-func (s *Server) giveBack(c *client, failed []reply) {
+func (s *Server) giveBack(c *conn, failed []reply) {
 	var ret []reply
 	for _, r := range append(failed, c.out.kill()...) {
 		if len(r.chunks) > 0 {
@@ -308,7 +308,7 @@ func (s *Server) giveBack(c *client, failed []reply) {
 			n += len(r.chunks)
 		}
 		s.log.Debug("giving back chunks never sent", "conn", c.id, "replies", len(ret), "chunks", n)
-		s.send(event{client: c, returned: ret})
+		s.send(event{conn: c, returned: ret})
 	}
 }
 

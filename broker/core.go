@@ -13,14 +13,14 @@ import (
 // at least one), so a batch reply never holds up a connection for long.
 const maxReplyBytes = 1024 << 10
 
-// state is the broker's core: the pipe table, every queue and every waiting
+// core is the broker's core: the pipe table, every queue and every waiting
 // request. One goroutine (loop) owns it; connections talk to it through
 // Server.events, so no lock guards protocol state.
-type state struct {
+type core struct {
 	s       *Server
 	log     *slog.Logger
 	pipes   map[string]*pipe
-	clients map[uint64]*client
+	conns   map[uint64]*conn
 	total   int // bytes queued in all pipes
 	stalled map[*pipe]struct{}
 
@@ -28,33 +28,33 @@ type state struct {
 	release <-chan time.Time // fires to release memory after a big drain
 }
 
-func newState(s *Server) *state {
-	return &state{
+func newCore(s *Server) *core {
+	return &core{
 		s:       s,
 		log:     s.log,
 		pipes:   make(map[string]*pipe),
-		clients: make(map[uint64]*client),
+		conns:   make(map[uint64]*conn),
 		stalled: make(map[*pipe]struct{}),
 	}
 }
 
-func (st *state) loop() {
-	defer st.s.wg.Done()
-	defer close(st.s.done)
+func (co *core) loop() {
+	defer co.s.wg.Done()
+	defer close(co.s.done)
 	for {
 		select {
-		case ev := <-st.s.events:
-			st.handle(ev)
-			st.watchMemory()
-		case <-st.release:
-			st.release = nil
-			st.peak = st.total
+		case ev := <-co.s.events:
+			co.handle(ev)
+			co.watchMemory()
+		case <-co.release:
+			co.release = nil
+			co.peak = co.total
 			// A broker that has gone quiet allocates nothing, so the Go
 			// runtime would keep a drained queue's memory for minutes: a
 			// second burst then stacks on top of it. Hand it back now.
 			debug.FreeOSMemory()
-		case <-st.s.quit:
-			st.shutdown()
+		case <-co.s.quit:
+			co.shutdown()
 			return
 		}
 	}
@@ -69,34 +69,34 @@ const (
 
 // watchMemory schedules a release of memory once most of a big queue has
 // been read.
-func (st *state) watchMemory() {
-	st.peak = max(st.peak, st.total)
-	if st.release == nil && st.peak >= releaseAbove && st.total <= st.peak/4 {
-		st.release = time.After(releaseAfter)
+func (co *core) watchMemory() {
+	co.peak = max(co.peak, co.total)
+	if co.release == nil && co.peak >= releaseAbove && co.total <= co.peak/4 {
+		co.release = time.After(releaseAfter)
 	}
 }
 
-func (st *state) handle(ev event) {
-	c := ev.client
+func (co *core) handle(ev event) {
+	c := ev.conn
 	switch {
 	case ev.up:
-		st.clients[c.id] = c
+		co.conns[c.id] = c
 	case ev.down:
-		st.disconnect(c)
+		co.disconnect(c)
 	case ev.returned != nil:
 		for i := len(ev.returned) - 1; i >= 0; i-- {
 			r := ev.returned[i]
-			st.unread(r.pipe, r.chunks)
+			co.unread(r.pipe, r.chunks)
 		}
 	case ev.req != nil:
-		st.submit(c, ev.req)
+		co.submit(c, ev.req)
 	}
 }
 
 // submit queues a request behind the connection's earlier ones and runs what
 // can run. A CANCEL acts as it arrives: it marks this connection's reads of
 // the pipe, including one already waiting, to be answered "cancelled".
-func (st *state) submit(c *client, p *pending) {
+func (co *core) submit(c *conn, p *task) {
 	if c.gone {
 		return
 	}
@@ -113,15 +113,15 @@ func (st *state) submit(c *client, p *pending) {
 	}
 	c.pending = append(c.pending, p)
 	if c.waiting == nil {
-		st.run(c)
+		co.run(c)
 	}
 }
 
 // run executes the connection's requests in order until one has to wait.
-func (st *state) run(c *client) {
+func (co *core) run(c *conn) {
 	for len(c.pending) > 0 {
 		p := c.pending[0]
-		r, ok := st.exec(c, p)
+		r, ok := co.exec(c, p)
 		if !ok {
 			return
 		}
@@ -130,17 +130,17 @@ func (st *state) run(c *client) {
 		if len(c.pending) == 0 {
 			c.pending = nil
 		}
-		st.reply(c, p, r)
+		co.reply(c, p, r)
 	}
 }
 
-func (st *state) reply(c *client, p *pending, r reply) {
+func (co *core) reply(c *conn, p *task, r reply) {
 	r.envelope = p.req.Envelope
 	r.cost = p.cost
 	r.credit = true
 	if !c.out.push(r) && len(r.chunks) > 0 {
 		// The connection died after the chunks were taken: they go back.
-		st.unread(r.pipe, r.chunks)
+		co.unread(r.pipe, r.chunks)
 	}
 }
 
@@ -148,67 +148,67 @@ func errorReply(err error) reply { return reply{frames: replyError(err)} }
 
 // exec runs one request. It returns false if the request must wait; it has
 // then registered itself where it will be woken.
-func (st *state) exec(c *client, p *pending) (reply, bool) {
+func (co *core) exec(c *conn, p *task) (reply, bool) {
 	if p.err != nil {
-		st.log.Info("bad request", "conn", c.id, "err", p.err)
+		co.log.Info("bad request", "conn", c.id, "err", p.err)
 		return errorReply(p.err), true
 	}
 	req := &p.req
 	if req.Cmd == CmdList {
-		return st.list(), true
+		return co.list(), true
 	}
-	pp := st.pipes[req.Pipe]
+	pp := co.pipes[req.Pipe]
 	switch req.Cmd {
 	case CmdOpen:
 		if pp == nil {
 			pp = newPipe(req.Pipe)
-			st.pipes[req.Pipe] = pp
+			co.pipes[req.Pipe] = pp
 		}
 		pp.opens++
 		return reply{frames: replyOK()}, true
 	case CmdCancel:
 		return reply{frames: replyOK()}, true
 	case CmdUnread:
-		st.unread(req.Pipe, req.Chunks)
+		co.unread(req.Pipe, req.Chunks)
 		return reply{frames: replyOK()}, true
 	}
 	if pp == nil {
-		return st.fail(c, req, ErrNoPipe), true
+		return co.fail(c, req, ErrNoPipe), true
 	}
 	switch req.Cmd {
 	case CmdClose:
 		if pp.opens == 0 {
-			return st.fail(c, req, ErrNotOpen), true
+			return co.fail(c, req, ErrNotOpen), true
 		}
 		pp.opens--
-		st.removeIfUnused(pp)
+		co.removeIfUnused(pp)
 		return reply{frames: replyOK()}, true
 	case CmdWrite, CmdMWrite:
 		// First come, first served: a write waits behind earlier blocked
 		// writes even if it would fit, so big chunks are not starved.
 		first := len(pp.blocked) == 0 || pp.blocked[0] == c
-		if !first || !st.fits(pp, req) {
+		if !first || !co.fits(pp, req) {
 			if first && len(pp.blocked) == 0 || !first {
 				pp.blocked = append(pp.blocked, c)
 			}
 			c.waiting = pp
-			st.stalled[pp] = struct{}{}
+			co.stalled[pp] = struct{}{}
 			return reply{}, false
 		}
 		if len(pp.blocked) > 0 {
 			pp.blocked = pp.blocked[1:] // it was c's turn
 		}
 		pp.enqueue(c.id, req.Chunks)
-		st.total += req.Size + chunkOverhead*len(req.Chunks)
-		st.wakeReader(pp)
+		co.total += req.Size + chunkOverhead*len(req.Chunks)
+		co.wakeReader(pp)
 		return reply{frames: replyOK()}, true
 	default: // READ, MREAD
 		if p.cancelled {
-			st.removeIfUnused(pp)
-			return st.fail(c, req, ErrCancelled), true
+			co.removeIfUnused(pp)
+			return co.fail(c, req, ErrCancelled), true
 		}
 		if pp.reader != nil && pp.reader != c {
-			return st.fail(c, req, ErrReaderBusy), true
+			return co.fail(c, req, ErrReaderBusy), true
 		}
 		if pp.chunks == 0 {
 			pp.reader = c
@@ -227,96 +227,96 @@ func (st *state) exec(c *client, p *pending) (reply, bool) {
 		}
 		frames = pp.dequeue(frames, req.Max, maxReplyBytes)
 		chunks := frames[head:]
-		st.freed(pp, chunks)
+		co.freed(pp, chunks)
 		return reply{pipe: pp.name, chunks: chunks, frames: frames}, true
 	}
 }
 
 // fail answers a request with an error. The reason names no pipe: the
 // client knows which it asked for, and the log says it for the operator.
-func (st *state) fail(c *client, req *Request, err error) reply {
+func (co *core) fail(c *conn, req *Request, err error) reply {
 	level := slog.LevelInfo
 	if err == ErrCancelled {
 		level = slog.LevelDebug // the client asked for it
 	}
-	st.log.Log(context.Background(), level, "request failed", "conn", c.id, "cmd", req.Cmd, "pipe", abbrev([]byte(req.Pipe)), "err", err)
+	co.log.Log(context.Background(), level, "request failed", "conn", c.id, "cmd", req.Cmd, "pipe", abbrev([]byte(req.Pipe)), "err", err)
 	return errorReply(err)
 }
 
 // fits reports whether a write fits. A pipe always takes a write when it is
 // empty, so any chunk within the chunk limit eventually goes through.
-func (st *state) fits(p *pipe, req *Request) bool {
+func (co *core) fits(p *pipe, req *Request) bool {
 	cost := req.Size + chunkOverhead*len(req.Chunks)
-	return (p.chunks == 0 || p.bytes+cost <= st.s.cfg.MaxPipeBytes) &&
-		st.total+cost <= st.s.cfg.MaxTotalBytes
+	return (p.chunks == 0 || p.bytes+cost <= co.s.cfg.MaxPipeBytes) &&
+		co.total+cost <= co.s.cfg.MaxTotalBytes
 }
 
 // unread puts chunks back at the head of a pipe, creating it if it went away
 // meanwhile. It ignores the limits: the chunks were counted in before.
-func (st *state) unread(name string, chunks [][]byte) {
-	p := st.pipes[name]
+func (co *core) unread(name string, chunks [][]byte) {
+	p := co.pipes[name]
 	if p == nil {
 		p = newPipe(name)
-		st.pipes[name] = p
+		co.pipes[name] = p
 	}
 	p.unread(chunks)
 	for _, c := range chunks {
-		st.total += chunkCost(c)
+		co.total += chunkCost(c)
 	}
-	st.wakeReader(p)
+	co.wakeReader(p)
 }
 
 // wakeReader lets a waiting reader take the chunks that just arrived.
-func (st *state) wakeReader(p *pipe) {
+func (co *core) wakeReader(p *pipe) {
 	if r := p.reader; r != nil && p.chunks > 0 {
 		p.reader = nil
 		r.waiting = nil
-		st.run(r)
+		co.run(r)
 	}
 }
 
 // freed accounts for chunks taken from a pipe and lets blocked writers in.
-func (st *state) freed(p *pipe, chunks [][]byte) {
+func (co *core) freed(p *pipe, chunks [][]byte) {
 	for _, c := range chunks {
-		st.total -= chunkCost(c)
+		co.total -= chunkCost(c)
 	}
-	st.wakeWriters(p)
+	co.wakeWriters(p)
 	// Writers blocked on the total limit may wait on any pipe.
-	for q := range st.stalled {
+	for q := range co.stalled {
 		if q != p {
-			st.wakeWriters(q)
+			co.wakeWriters(q)
 		}
 	}
-	st.removeIfUnused(p)
+	co.removeIfUnused(p)
 }
 
-func (st *state) wakeWriters(p *pipe) {
+func (co *core) wakeWriters(p *pipe) {
 	for len(p.blocked) > 0 {
 		c := p.blocked[0]
-		if !st.fits(p, &c.pending[0].req) {
+		if !co.fits(p, &c.pending[0].req) {
 			return
 		}
 		c.waiting = nil
-		st.run(c) // takes c off p.blocked
+		co.run(c) // takes c off p.blocked
 	}
-	delete(st.stalled, p)
+	delete(co.stalled, p)
 }
 
-func (st *state) removeIfUnused(p *pipe) {
-	if p.unused() && st.pipes[p.name] == p {
-		delete(st.pipes, p.name)
-		delete(st.stalled, p)
+func (co *core) removeIfUnused(p *pipe) {
+	if p.unused() && co.pipes[p.name] == p {
+		delete(co.pipes, p.name)
+		delete(co.stalled, p)
 	}
 }
 
 // disconnect forgets a connection. Its requests not yet executed are
 // dropped (none was acknowledged); the chunks it wrote stay.
-func (st *state) disconnect(c *client) {
+func (co *core) disconnect(c *conn) {
 	if c.gone {
 		return
 	}
 	c.gone = true
-	delete(st.clients, c.id)
+	delete(co.conns, c.id)
 	if p := c.waiting; p != nil {
 		if p.reader == c {
 			p.reader = nil
@@ -324,16 +324,16 @@ func (st *state) disconnect(c *client) {
 		if i := indexOf(p.blocked, c); i >= 0 {
 			p.blocked = append(p.blocked[:i], p.blocked[i+1:]...)
 			// Whoever was behind it may fit now.
-			st.wakeWriters(p)
+			co.wakeWriters(p)
 		}
 		c.waiting = nil
-		st.removeIfUnused(p)
+		co.removeIfUnused(p)
 	}
 	c.pending = nil
-	st.log.Debug("disconnected", "conn", c.id)
+	co.log.Debug("disconnected", "conn", c.id)
 }
 
-func indexOf(cs []*client, c *client) int {
+func indexOf(cs []*conn, c *conn) int {
 	for i, x := range cs {
 		if x == c {
 			return i
@@ -344,39 +344,28 @@ func indexOf(cs []*client, c *client) int {
 
 // shutdown answers every waiting request with an error, reports what is
 // discarded and tells every connection to flush and close.
-func (st *state) shutdown() {
+func (co *core) shutdown() {
 	chunks, bytes, pipes := 0, 0, 0
-	for _, p := range st.pipes {
+	for _, p := range co.pipes {
 		if p.chunks > 0 {
 			pipes++
 		}
 		chunks += p.chunks
 		bytes += p.bytes - chunkOverhead*p.chunks
 	}
-	for _, c := range st.clients {
+	for _, c := range co.conns {
 		if c.waiting != nil && len(c.pending) > 0 {
-			st.reply(c, c.pending[0], errorReply(ErrShutdown))
+			co.reply(c, c.pending[0], errorReply(ErrShutdown))
 		}
 		c.out.shutdown()
 	}
 	// Chunks live in memory only, by design: say what goes.
-	st.log.Info("shutting down", "discarded_chunks", chunks, "discarded_bytes", bytes, "pipes_with_chunks", pipes)
+	co.log.Info("shutting down", "discarded_chunks", chunks, "discarded_bytes", bytes, "pipes_with_chunks", pipes)
 }
 
-// PipeInfo describes one pipe, as LIST reports it.
-type PipeInfo struct {
-	Name    string `json:"name"`
-	Opens   int    `json:"opens"`
-	Chunks  int    `json:"chunks"`
-	Bytes   int    `json:"bytes"`
-	Writers int    `json:"writers"` // writers with chunks queued
-	Blocked int    `json:"blocked"` // writes waiting for room
-	Reader  bool   `json:"reader"`  // a READ is waiting
-}
-
-func (st *state) list() reply {
-	infos := make([]PipeInfo, 0, len(st.pipes))
-	for _, p := range st.pipes {
+func (co *core) list() reply {
+	infos := make([]PipeInfo, 0, len(co.pipes))
+	for _, p := range co.pipes {
 		infos = append(infos, PipeInfo{
 			Name:    p.name,
 			Opens:   p.opens,

@@ -14,15 +14,6 @@ import (
 // abstract socket, so there is no file to clean up after a crash.
 const DefaultEndpoint = "ipc://@/zpipes/local"
 
-// ErrEndpoint means an endpoint string is not one zpipes can use.
-var ErrEndpoint = errors.New("bad endpoint")
-
-// ErrInUse means another broker already serves the endpoint.
-var ErrInUse = errors.New("endpoint already in use")
-
-// ErrNoBroker means nothing listens on the endpoint.
-var ErrNoBroker = errors.New("no broker")
-
 // socketPath maps a ZeroMQ ipc endpoint to a Unix socket address:
 // "ipc://@name" is the abstract socket "@name" and "ipc:///path" (or any other
 // "ipc://path") a filesystem socket.

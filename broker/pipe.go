@@ -90,8 +90,8 @@ type pipe struct {
 	next     int                     // ring index of the writer whose turn it is
 	writers  map[uint64]*writerQueue // the same queues, by writer
 
-	reader  *client   // the connection with a READ waiting, if any
-	blocked []*client // connections whose WRITE waits for room, in order
+	reader  *conn   // the connection with a READ waiting, if any
+	blocked []*conn // connections whose WRITE waits for room, in order
 }
 
 func newPipe(name string) *pipe {

@@ -2,10 +2,8 @@ package broker
 
 import (
 	"bytes"
-	"errors"
 	"fmt"
 	"strconv"
-	"strings"
 )
 
 // Command names on the wire. They are case-sensitive, as in the original
@@ -28,50 +26,6 @@ const (
 	StatusOK    = "OK"
 	StatusError = "ERROR"
 )
-
-// Errors a broker sends back. On the wire an error is the two frames
-// ["ERROR", reason], where reason is the error's text, optionally followed by
-// ": " and a detail. A client maps the reason back to the sentinel, so callers
-// compare with errors.Is.
-var (
-	ErrUnknownCommand = errors.New("unknown command")
-	ErrBadRequest     = errors.New("bad request")
-	ErrBadName        = errors.New("bad pipe name")
-	ErrTooLarge       = errors.New("too large")
-	ErrNoPipe         = errors.New("no such pipe")
-	ErrNotOpen        = errors.New("pipe is not open")
-	ErrReaderBusy     = errors.New("another reader is waiting")
-	ErrCancelled      = errors.New("cancelled")
-	ErrShutdown       = errors.New("broker shutting down")
-)
-
-var wireErrors = []error{
-	ErrUnknownCommand, ErrBadRequest, ErrBadName, ErrTooLarge, ErrNoPipe,
-	ErrNotOpen, ErrReaderBusy, ErrCancelled, ErrShutdown,
-}
-
-// RemoteError is an ERROR reply received from a broker.
-type RemoteError struct {
-	Reason string // the reason frame, as sent
-	kind   error  // the matching sentinel, or nil
-}
-
-func (e *RemoteError) Error() string { return e.Reason }
-
-// Unwrap returns the sentinel the reason names, so errors.Is works.
-func (e *RemoteError) Unwrap() error { return e.kind }
-
-// remoteError turns a reason frame into an error.
-func remoteError(reason []byte) error {
-	r := string(reason)
-	for _, s := range wireErrors {
-		t := s.Error()
-		if r == t || strings.HasPrefix(r, t+": ") {
-			return &RemoteError{Reason: r, kind: s}
-		}
-	}
-	return &RemoteError{Reason: r}
-}
 
 // Limits bound what one request may carry. The zero value is not useful;
 // DefaultLimits are what a broker uses unless told otherwise.
@@ -240,5 +194,13 @@ func parseReply(cmd string, frames [][]byte) ([][]byte, error) {
 	return frames[1:], nil
 }
 
-// ErrBadReply means the broker answered something this client cannot parse.
-var ErrBadReply = errors.New("malformed reply from broker")
+// PipeInfo describes one pipe, as LIST reports it.
+type PipeInfo struct {
+	Name    string `json:"name"`
+	Opens   int    `json:"opens"`
+	Chunks  int    `json:"chunks"`
+	Bytes   int    `json:"bytes"`
+	Writers int    `json:"writers"` // writers with chunks queued
+	Blocked int    `json:"blocked"` // writes waiting for room
+	Reader  bool   `json:"reader"`  // a READ is waiting
+}

@@ -81,17 +81,17 @@ type Server struct {
 	wg        sync.WaitGroup // every goroutine the server started
 	closeOnce sync.Once
 
-	mu    sync.Mutex
-	conns map[net.Conn]struct{} // every open connection, to force at Close
+	mu      sync.Mutex
+	sockets map[net.Conn]struct{} // every open connection, to force at Close
 }
 
 // event is what connection goroutines tell the core.
 type event struct {
-	client   *client
-	up       bool     // a new connection
-	down     bool     // the connection is gone
-	req      *pending // a request
-	returned []reply  // read replies that were never delivered
+	conn     *conn
+	up       bool    // a new connection
+	down     bool    // the connection is gone
+	req      *task   // a request
+	returned []reply // read replies that were never delivered
 }
 
 // Listen binds the endpoint and starts serving. It fails at once if another
@@ -105,19 +105,19 @@ func Listen(cfg Config) (*Server, error) {
 		return nil, err
 	}
 	s := &Server{
-		cfg:    cfg,
-		log:    cfg.Logger,
-		ln:     ln,
-		allow:  append([]int{os.Getuid()}, cfg.AllowUIDs...),
-		events: make(chan event, 256),
-		quit:   make(chan struct{}),
-		done:   make(chan struct{}),
-		conns:  make(map[net.Conn]struct{}),
+		cfg:     cfg,
+		log:     cfg.Logger,
+		ln:      ln,
+		allow:   append([]int{os.Getuid()}, cfg.AllowUIDs...),
+		events:  make(chan event, 256),
+		quit:    make(chan struct{}),
+		done:    make(chan struct{}),
+		sockets: make(map[net.Conn]struct{}),
 	}
-	st := newState(s)
+	co := newCore(s)
 	s.wg.Add(2)
 	go s.acceptLoop()
-	go st.loop()
+	go co.loop()
 	s.log.Info("listening", "endpoint", cfg.Endpoint)
 	return s, nil
 }
@@ -145,7 +145,7 @@ func (s *Server) Close() error {
 func (s *Server) closeConns() {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	for c := range s.conns {
+	for c := range s.sockets {
 		c.Close()
 	}
 }
@@ -158,13 +158,13 @@ func (s *Server) track(c net.Conn) bool {
 		return false
 	default:
 	}
-	s.conns[c] = struct{}{}
+	s.sockets[c] = struct{}{}
 	return true
 }
 
 func (s *Server) untrack(c net.Conn) {
 	s.mu.Lock()
-	delete(s.conns, c)
+	delete(s.sockets, c)
 	s.mu.Unlock()
 }
 
@@ -246,8 +246,8 @@ func (s *Server) start(nc *net.UnixConn) {
 		s.untrack(nc)
 		return
 	}
-	c := &client{id: s.nextID.Add(1), w: w, out: newOutbox()}
-	if !s.send(event{client: c, up: true}) {
+	c := &conn{id: s.nextID.Add(1), w: w, out: newOutbox()}
+	if !s.send(event{conn: c, up: true}) {
 		nc.Close()
 		s.untrack(nc)
 		return
