@@ -14,6 +14,13 @@ import (
 // abstract socket, so there is no file to clean up after a crash.
 const DefaultEndpoint = "ipc://@/zpipes/local"
 
+// CheckEndpoint reports whether endpoint is one zpipes can listen on and
+// connect to; the error wraps ErrEndpoint and says what is wrong.
+func CheckEndpoint(endpoint string) error {
+	_, err := socketPath(endpoint)
+	return err
+}
+
 // socketPath maps a ZeroMQ ipc endpoint to a Unix socket address:
 // "ipc://@name" is the abstract socket "@name" and "ipc:///path" (or any other
 // "ipc://path") a filesystem socket.
