@@ -71,7 +71,7 @@ func (c *Config) setDefaults() error {
 type Server struct {
 	cfg    Config
 	log    *slog.Logger
-	ln     *net.UnixListener
+	ln     *listener
 	allow  []int
 	events chan event
 	quit   chan struct{} // closed by Close: the core shuts down
