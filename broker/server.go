@@ -32,8 +32,40 @@ type Config struct {
 	// may connect. Everybody else is refused before the handshake.
 	AllowUIDs []int
 
-	// HandshakeTimeout bounds the ZMTP greeting of a new connection.
+	// HandshakeTimeout bounds the ZMTP greeting of a new connection: a
+	// peer that connects and says nothing is closed after it.
 	HandshakeTimeout time.Duration // default 5s
+
+	// MaxConns bounds the connections open at once, those still in their
+	// handshake included. One over it is closed as soon as it is accepted,
+	// before its handshake, so peers cannot take every file descriptor.
+	MaxConns int // default DefaultMaxConns()
+
+	// logEvery is the window of the logs that summarise events peers can
+	// repeat at any rate (see limitedLog). Tests lengthen it.
+	logEvery time.Duration // default 1s
+}
+
+// DefaultMaxConns is the connection limit when Config.MaxConns is zero:
+// 4096, or the process's file descriptor limit less a headroom for the
+// broker's own files if that is lower.
+func DefaultMaxConns() int {
+	var rl unix.Rlimit
+	if err := unix.Getrlimit(unix.RLIMIT_NOFILE, &rl); err != nil {
+		return maxConnsFor(1024) // the usual soft limit
+	}
+	return maxConnsFor(rl.Cur)
+}
+
+func maxConnsFor(fds uint64) int {
+	const most, headroom = 4096, 64
+	switch {
+	case fds >= most+headroom:
+		return most
+	case fds > 2*headroom:
+		return int(fds - headroom)
+	}
+	return max(1, int(fds/2))
 }
 
 func (c *Config) setDefaults() error {
@@ -55,10 +87,18 @@ func (c *Config) setDefaults() error {
 	if c.HandshakeTimeout == 0 {
 		c.HandshakeTimeout = handshakeLimit
 	}
+	if c.MaxConns == 0 {
+		c.MaxConns = DefaultMaxConns()
+	}
+	if c.logEvery == 0 {
+		c.logEvery = time.Second
+	}
 	l := c.Limits
 	switch {
 	case l.MaxName < 1 || l.MaxChunk < 1 || l.MaxBatch < 1:
 		return errors.New("limits must be positive")
+	case c.MaxConns < 0:
+		return fmt.Errorf("connection limit %d is negative", c.MaxConns)
 	case c.MaxPipeBytes < l.MaxChunk+chunkOverhead:
 		return fmt.Errorf("pipe limit %d cannot hold one chunk of the chunk limit %d", c.MaxPipeBytes, l.MaxChunk)
 	case c.MaxTotalBytes < c.MaxPipeBytes:
@@ -83,6 +123,12 @@ type Server struct {
 
 	mu      sync.Mutex
 	sockets map[net.Conn]struct{} // every open connection, to force at Close
+
+	// What peers can make happen at any rate is logged summarised.
+	handshakeFailed *limitedLog
+	refusedUser     *limitedLog
+	refusedFull     *limitedLog
+	acceptFailed    *limitedLog
 }
 
 // event is what connection goroutines tell the core.
@@ -114,11 +160,16 @@ func Listen(cfg Config) (*Server, error) {
 		done:    make(chan struct{}),
 		sockets: make(map[net.Conn]struct{}),
 	}
+	every := cfg.logEvery
+	s.handshakeFailed = newLimitedLog(s.log, slog.LevelInfo, "handshake failed", every)
+	s.refusedUser = newLimitedLog(s.log, slog.LevelWarn, "refused connection from another user", every)
+	s.refusedFull = newLimitedLog(s.log, slog.LevelWarn, "refused connection: too many connections", every)
+	s.acceptFailed = newLimitedLog(s.log, slog.LevelError, "accept failed", every)
 	co := newCore(s)
 	s.wg.Add(2)
 	go s.acceptLoop()
 	go co.loop()
-	s.log.Info("listening", "endpoint", cfg.Endpoint)
+	s.log.Info("listening", "endpoint", cfg.Endpoint, "max_conns", cfg.MaxConns)
 	return s, nil
 }
 
@@ -138,6 +189,9 @@ func (s *Server) Close() error {
 		t := time.AfterFunc(2*drainTimeout, s.closeConns)
 		s.wg.Wait()
 		t.Stop()
+		for _, l := range []*limitedLog{s.handshakeFailed, s.refusedUser, s.refusedFull, s.acceptFailed} {
+			l.close()
+		}
 	})
 	return nil
 }
@@ -162,6 +216,13 @@ func (s *Server) track(c net.Conn) bool {
 	return true
 }
 
+// conns is the number of open connections.
+func (s *Server) conns() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return len(s.sockets)
+}
+
 func (s *Server) untrack(c net.Conn) {
 	s.mu.Lock()
 	delete(s.sockets, c)
@@ -178,22 +239,42 @@ func (s *Server) send(ev event) bool {
 	}
 }
 
+// acceptBackoff is the pause after an accept failure (out of file
+// descriptors and the like) that followed one of prev: doubling while the
+// failures go on, up to a second, so the broker neither spins nor floods its
+// log, and the listener stays.
+func acceptBackoff(prev time.Duration) time.Duration {
+	const least, most = 5 * time.Millisecond, time.Second
+	return min(max(2*prev, least), most)
+}
+
 func (s *Server) acceptLoop() {
 	defer s.wg.Done()
+	var backoff time.Duration
 	for {
 		nc, err := s.ln.AcceptUnix()
-		if err != nil {
-			if !errors.Is(err, net.ErrClosed) {
-				s.log.Error("accept failed", "err", err)
-				// Out of file descriptors and the like: back off a little
-				// rather than spin; the listener stays.
-				select {
-				case <-time.After(50 * time.Millisecond):
-					continue
-				case <-s.quit:
-				}
-			}
+		if errors.Is(err, net.ErrClosed) {
 			return
+		}
+		if err != nil {
+			backoff = acceptBackoff(backoff)
+			s.acceptFailed.event("err", err, "retry_in", backoff)
+			t := time.NewTimer(backoff)
+			select {
+			case <-t.C:
+				continue
+			case <-s.quit:
+				t.Stop()
+				return
+			}
+		}
+		backoff = 0
+		// Only this goroutine adds connections, so the count cannot grow
+		// between the check and track.
+		if s.conns() >= s.cfg.MaxConns {
+			s.refusedFull.event("max_conns", s.cfg.MaxConns)
+			nc.Close()
+			continue
 		}
 		if !s.permitted(nc) || !s.track(nc) {
 			nc.Close()
@@ -222,7 +303,7 @@ func (s *Server) permitted(nc *net.UnixConn) bool {
 	if slices.Contains(s.allow, int(cred.Uid)) {
 		return true
 	}
-	s.log.Warn("refused connection from another user", "uid", cred.Uid, "pid", cred.Pid)
+	s.refusedUser.event("uid", cred.Uid, "pid", cred.Pid)
 	return false
 }
 
@@ -241,7 +322,7 @@ func (s *Server) start(nc *net.UnixConn) {
 	}()
 	w, err := handshake(nc, zmq4.Router, nil, true, time.Now().Add(s.cfg.HandshakeTimeout))
 	if err != nil {
-		s.log.Info("handshake failed", "err", err)
+		s.handshakeFailed.event("err", err)
 		nc.Close()
 		s.untrack(nc)
 		return
