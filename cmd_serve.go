@@ -5,22 +5,34 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
+	"os/signal"
+	"syscall"
 
 	"github.com/zpipes/zpipes/broker"
+	"golang.org/x/sys/unix"
 )
 
-// ServeCmd runs the broker until SIGINT or SIGTERM.
+// ServeCmd runs the broker until SIGINT, SIGTERM or SIGHUP.
 type ServeCmd struct {
 	Verbose       bool  `short:"v" help:"Log every connection and request (debug level)."`
 	MaxChunk      int   `default:"16777216" placeholder:"BYTES" help:"Largest chunk accepted."`
 	MaxPipeBytes  int   `default:"268435456" placeholder:"BYTES" help:"Bytes one pipe may queue; a WRITE to a full pipe waits for room."`
 	MaxTotalBytes int   `default:"536870912" placeholder:"BYTES" help:"Bytes all pipes together may queue."`
+	MaxConns      int   `placeholder:"N" help:"Connections served at once, those still in their handshake included; a connection over the limit is closed as soon as it is accepted. Default: 4096, or the open-file limit less 64 if that is lower."`
 	AllowUID      []int `name:"allow-uid" placeholder:"UID" help:"Also accept connections from this user (repeatable); by default only the broker's own user may connect."`
 }
 
 // Run serves until the context ends, then shuts down cleanly: waiting
 // requests get an error and the log says what queued chunks are discarded.
 func (s *ServeCmd) Run(a *app) error {
+	// A hangup (the terminal that ran `zpipes serve &` closing) would kill
+	// the broker without a word; it stops it like SIGTERM instead. Under
+	// nohup, which starts us with SIGHUP ignored, it stays ignored.
+	hup := make(chan os.Signal, 1)
+	if !signal.Ignored(syscall.SIGHUP) {
+		signal.Notify(hup, syscall.SIGHUP)
+		defer signal.Stop(hup)
+	}
 	level := slog.LevelInfo
 	if s.Verbose {
 		level = slog.LevelDebug
@@ -36,6 +48,7 @@ func (s *ServeCmd) Run(a *app) error {
 		}
 	}
 	log := slog.New(slog.NewTextHandler(a.stderr, opts))
+	raiseFileLimit(log)
 	lim := broker.DefaultLimits
 	lim.MaxChunk = s.MaxChunk
 	srv, err := broker.Listen(broker.Config{
@@ -45,6 +58,7 @@ func (s *ServeCmd) Run(a *app) error {
 		MaxPipeBytes:  s.MaxPipeBytes,
 		MaxTotalBytes: s.MaxTotalBytes,
 		AllowUIDs:     s.AllowUID,
+		MaxConns:      s.MaxConns,
 	})
 	if errors.Is(err, broker.ErrInUse) {
 		return fmt.Errorf("serve: %w (is another broker running?)", err)
@@ -52,7 +66,46 @@ func (s *ServeCmd) Run(a *app) error {
 	if err != nil {
 		return fmt.Errorf("serve: %w", err)
 	}
-	<-a.ctx.Done()
-	log.Info("stopping")
+	select {
+	case <-a.ctx.Done():
+		log.Info("stopping")
+	case <-hup:
+		log.Info("stopping", "signal", "SIGHUP")
+	}
 	return srv.Close()
+}
+
+// Help is the detail of zpipes serve --help.
+func (ServeCmd) Help() string {
+	return `The broker runs in the foreground and logs to stderr. SIGINT, SIGTERM and
+SIGHUP stop it cleanly: it stops accepting connections, answers waiting
+requests with "broker shutting down", logs what queued chunks it discards,
+and exits 0. A second SIGINT or SIGTERM exits at once. Started with SIGHUP
+ignored (nohup), it keeps ignoring it.
+
+At start it raises its open-file limit to the hard limit (see ulimit -Hn).
+Connections over --max-conns, and those that do not finish the ZMTP
+handshake within 5 s, are closed; repeated log lines about them are
+summarised at most once a second.`
+}
+
+// raiseFileLimit lifts the soft limit on open files to the hard limit, so
+// that connections, not the limit, are what --max-conns bounds. (The Go
+// runtime already does this at start-up; this keeps it if that changes, and
+// logs the figures.)
+func raiseFileLimit(log *slog.Logger) {
+	var lim unix.Rlimit
+	if err := unix.Getrlimit(unix.RLIMIT_NOFILE, &lim); err != nil {
+		log.Debug("cannot read the open-file limit", "err", err)
+		return
+	}
+	if lim.Cur < lim.Max {
+		soft := lim.Cur
+		lim.Cur = lim.Max
+		if err := unix.Setrlimit(unix.RLIMIT_NOFILE, &lim); err != nil {
+			log.Debug("cannot raise the open-file limit", "soft", soft, "hard", lim.Max, "err", err)
+			return
+		}
+	}
+	log.Debug("open-file limit", "soft", lim.Cur, "hard", lim.Max)
 }
