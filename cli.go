@@ -129,16 +129,34 @@ func (a *app) exit(err error) int {
 		switch {
 		case errors.As(err, &out) && errors.Is(err, syscall.EPIPE):
 			code = exitBrokenOut
-		case errors.Is(err, broker.ErrNoBroker), errors.Is(err, broker.ErrConnLost):
+		case brokerTrouble(err):
 			code = exitNoBroker
 		case errors.As(err, &remote):
 			code = exitError
 		}
 	}
-	// One line, even for joined errors.
-	fmt.Fprintf(a.stderr, "zpipes: %s\n", strings.ReplaceAll(err.Error(), "\n", "; "))
+	msg := errLine(err)
+	if errors.Is(err, context.Canceled) {
+		// A command interrupted before it could say what it had done.
+		msg = "interrupted"
+	}
+	fmt.Fprintf(a.stderr, "zpipes: %s\n", msg)
 	return code
 }
+
+// brokerTrouble reports whether err means the broker is not there to
+// serve us: none, frozen, gone, or refusing us.
+func brokerTrouble(err error) bool {
+	for _, e := range []error{broker.ErrNoBroker, broker.ErrConnLost, broker.ErrNoAnswer, broker.ErrRefused} {
+		if errors.Is(err, e) {
+			return true
+		}
+	}
+	return false
+}
+
+// errLine is err's text on one line, even for joined errors.
+func errLine(err error) string { return strings.ReplaceAll(err.Error(), "\n", "; ") }
 
 // withPipe opens a pipe for the length of fn and closes it after, whatever
 // fn returns: client commands hold the pipe only while they use it.

@@ -208,20 +208,20 @@ func BenchmarkEndToEnd(b *testing.B) {
 
 	werr := make(chan error, 1)
 	go func() {
-		var inflight []*Call
+		var inflight []*call
 		for range b.N {
 			if len(inflight) == window {
-				if c := <-inflight[0].Done; c.Err != nil {
-					werr <- c.Err
+				if c := <-inflight[0].done; c.err != nil {
+					werr <- c.err
 					return
 				}
 				inflight = inflight[1:]
 			}
-			inflight = append(inflight, wc.Go(CmdMWrite, args...))
+			inflight = append(inflight, wc.async(CmdMWrite, args...))
 		}
 		for _, call := range inflight {
-			if c := <-call.Done; c.Err != nil {
-				werr <- c.Err
+			if c := <-call.done; c.err != nil {
+				werr <- c.err
 				return
 			}
 		}
@@ -230,26 +230,26 @@ func BenchmarkEndToEnd(b *testing.B) {
 
 	// Reads ask for no more than is left, so none is outstanding at the end.
 	maxArg := []byte(strconv.Itoa(batch))
-	var inflight []*Call
+	var inflight []*call
 	got, asked := 0, 0
 	for got < want {
 		for len(inflight) < readAhead && asked < want {
-			inflight = append(inflight, rc.Go(CmdMRead, name, maxArg))
+			inflight = append(inflight, rc.async(CmdMRead, name, maxArg))
 			asked += batch
 		}
-		c := <-inflight[0].Done
+		c := <-inflight[0].done
 		inflight = inflight[1:]
-		if c.Err != nil {
-			b.Fatal(c.Err)
+		if c.err != nil {
+			b.Fatal(c.err)
 		}
-		for _, ch := range c.Reply {
+		for _, ch := range c.reply {
 			if len(ch) != len(benchChunk) {
 				b.Fatalf("chunk of %d bytes", len(ch))
 			}
 		}
-		got += len(c.Reply)
+		got += len(c.reply)
 		// A short reply leaves asked ahead of what will come; ask again.
-		asked -= batch - len(c.Reply)
+		asked -= batch - len(c.reply)
 	}
 	elapsed := time.Since(start)
 	b.StopTimer()

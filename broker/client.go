@@ -5,12 +5,16 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"strconv"
+	"io"
+	"net"
+	"os"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"github.com/go-zeromq/zmq4"
+	"golang.org/x/sys/unix"
 )
 
 // DefaultTimeout is how long a client waits without any sign of life from
@@ -18,10 +22,11 @@ import (
 const DefaultTimeout = 5 * time.Second
 
 // Client is a connection to a broker. Requests are answered in the order
-// they are sent; any number may be in flight (see Go). It is safe for
-// concurrent use, but the broker runs a connection's requests in order, so
-// a READ waiting on one pipe holds everything sent after it, including a
-// CANCEL for another pipe: read pipes concurrently through separate Clients.
+// they are sent, and any number may be in flight: Writer and Reader keep
+// batches in flight on one. It is safe for concurrent use, but the broker
+// runs a connection's requests in order, so a READ waiting on one pipe
+// holds everything sent after it, including a CANCEL for another pipe: read
+// pipes concurrently through separate Clients.
 type Client struct {
 	endpoint string
 	w        *wire
@@ -30,21 +35,25 @@ type Client struct {
 	wmu sync.Mutex // serialises writes, and queueing with them
 
 	mu    sync.Mutex
-	calls []*Call // sent, not yet answered, in order
+	calls []*call // sent, not yet answered, in order
 	err   error   // why the connection failed; set once
+
+	limitsOnce sync.Once
+	limits     BrokerLimits
+	limitsErr  error
 
 	lastSeen atomic.Int64 // unix nanos of the last sign of life
 	done     chan struct{}
 	wg       sync.WaitGroup
 }
 
-// Call is a request in flight. Done receives the call once Reply or Err
+// call is a request in flight. done receives the call once reply or err
 // is set.
-type Call struct {
-	Cmd   string
-	Reply [][]byte // READ: the chunk; others: the frames after "OK"
-	Err   error
-	Done  chan *Call
+type call struct {
+	cmd   string
+	reply [][]byte // READ: the chunk; others: the frames after "OK"
+	err   error
+	done  chan *call
 }
 
 // Option configures Dial.
@@ -71,8 +80,9 @@ func Dial(ctx context.Context, endpoint string, opts ...Option) (*Client, error)
 	}
 	w, err := handshake(nc, zmq4.Dealer, nil, false, deadline)
 	if err != nil {
+		err = handshakeError(nc, endpoint, c.timeout, err)
 		nc.Close()
-		return nil, fmt.Errorf("handshake with broker at %s: %w", endpoint, err)
+		return nil, err
 	}
 	c.w = w
 	c.lastSeen.Store(time.Now().UnixNano())
@@ -88,7 +98,7 @@ func (c *Client) Endpoint() string { return c.endpoint }
 // Close closes the connection. Calls still in flight fail with ErrConnLost.
 // Requests already sent are executed by the broker only if it read them.
 func (c *Client) Close() error {
-	c.fail(errors.New("client closed"))
+	c.fail(errClientClosed)
 	c.wg.Wait()
 	return nil
 }
@@ -107,58 +117,73 @@ func (c *Client) fail(err error) {
 		c.mu.Unlock()
 		return
 	}
-	c.err = fmt.Errorf("%w (%s): %w", ErrConnLost, c.endpoint, err)
+	c.err = fmt.Errorf("%w: broker at %s: %s", ErrConnLost, c.endpoint, lossReason(err))
 	calls := c.calls
 	c.calls = nil
 	c.mu.Unlock()
 	close(c.done)
 	c.w.close()
-	for _, call := range calls {
-		call.Err = c.err
-		call.Done <- call
+	for _, k := range calls {
+		k.err = c.err
+		k.done <- k
 	}
 }
 
-// Go sends a request without waiting for its reply. args are the frames
-// after the command: the pipe name first, for every command but LIST.
-func (c *Client) Go(cmd string, args ...[]byte) *Call {
-	call := &Call{Cmd: cmd, Done: make(chan *Call, 1)}
+// async sends a request without waiting for its reply. args are the frames
+// after the command: the pipe name first, for every command but LIST and
+// LIMITS.
+func (c *Client) async(cmd string, args ...[]byte) *call {
+	return c.send(cmd, func(w *wire) error {
+		frames := make([][]byte, 0, 1+len(args))
+		frames = append(frames, []byte(cmd))
+		frames = append(frames, args...)
+		return w.writeMessage(false, frames)
+	})
+}
+
+// asyncEncoded sends a request already encoded as ZMTP frames (see
+// batchEncoder) without waiting for its reply. The bytes may be reused as
+// soon as it returns.
+func (c *Client) asyncEncoded(cmd string, msg []byte) *call {
+	return c.send(cmd, func(w *wire) error { return w.writeEncoded(msg) })
+}
+
+// send registers a call and writes its request with encode.
+func (c *Client) send(cmd string, encode func(*wire) error) *call {
+	k := &call{cmd: cmd, done: make(chan *call, 1)}
 	c.wmu.Lock()
 	defer c.wmu.Unlock()
 	c.mu.Lock()
 	if c.err != nil {
 		c.mu.Unlock()
-		call.Err = c.err
-		call.Done <- call
-		return call
+		k.err = c.err
+		k.done <- k
+		return k
 	}
 	if len(c.calls) == 0 {
 		// The silence that counts starts now, not when the client went idle.
 		c.lastSeen.Store(time.Now().UnixNano())
 	}
-	c.calls = append(c.calls, call)
+	c.calls = append(c.calls, k)
 	c.mu.Unlock()
-	frames := make([][]byte, 0, 1+len(args))
-	frames = append(frames, []byte(cmd))
-	frames = append(frames, args...)
-	err := c.w.writeMessage(false, frames)
+	err := encode(c.w)
 	if err == nil {
 		err = c.w.flush()
 	}
 	if err != nil {
 		go c.fail(err) // fail takes c.mu and completes this call too
 	}
-	return call
+	return k
 }
 
-// Do sends a request and waits for its reply. If ctx ends first, Do returns
+// do sends a request and waits for its reply. If ctx ends first, do returns
 // ctx.Err() and the reply, when it comes, is dropped: use it only for
 // requests that are safe to abandon (not reads).
-func (c *Client) Do(ctx context.Context, cmd string, args ...[]byte) ([][]byte, error) {
-	call := c.Go(cmd, args...)
+func (c *Client) do(ctx context.Context, cmd string, args ...[]byte) ([][]byte, error) {
+	k := c.async(cmd, args...)
 	select {
-	case <-call.Done:
-		return call.Reply, call.Err
+	case <-k.done:
+		return k.reply, k.err
 	case <-ctx.Done():
 		return nil, ctx.Err()
 	}
@@ -182,7 +207,7 @@ func (c *Client) readLoop() {
 			c.fail(fmt.Errorf("%w: reply to no request", ErrBadReply))
 			return
 		}
-		call := c.calls[0]
+		k := c.calls[0]
 		c.calls[0] = nil
 		c.calls = c.calls[1:]
 		c.mu.Unlock()
@@ -190,8 +215,8 @@ func (c *Client) readLoop() {
 		if msg.envelope {
 			frames = frames[1:]
 		}
-		call.Reply, call.Err = parseReply(call.Cmd, frames)
-		call.Done <- call
+		k.reply, k.err = parseReply(k.cmd, frames)
+		k.done <- k
 	}
 }
 
@@ -236,109 +261,54 @@ func (c *Client) watch() {
 
 // Open adds one to the pipe's open count, creating the pipe if needed.
 func (c *Client) Open(ctx context.Context, pipe string) error {
-	_, err := c.Do(ctx, CmdOpen, []byte(pipe))
+	_, err := c.do(ctx, CmdOpen, []byte(pipe))
 	return wrap("open", pipe, err)
 }
 
 // ClosePipe takes one from the pipe's open count.
 func (c *Client) ClosePipe(ctx context.Context, pipe string) error {
-	_, err := c.Do(ctx, CmdClose, []byte(pipe))
+	_, err := c.do(ctx, CmdClose, []byte(pipe))
 	return wrap("close", pipe, err)
 }
 
-// Write queues chunks in the pipe, in order, and returns once the broker
-// has them: one WRITE for one chunk, one MWRITE for several.
+// Write queues chunks in the pipe, in order, as one request (all or
+// nothing), and returns once the broker has them. To stream many chunks,
+// use a Writer.
 func (c *Client) Write(ctx context.Context, pipe string, chunks ...[]byte) error {
-	call := c.GoWrite(pipe, chunks...)
-	select {
-	case <-call.Done:
-		return wrap("write", pipe, call.Err)
-	case <-ctx.Done():
-		return wrap("write", pipe, ctx.Err())
-	}
-}
-
-// GoWrite sends the request Write sends without waiting for its reply.
-func (c *Client) GoWrite(pipe string, chunks ...[]byte) *Call {
 	cmd := CmdMWrite
 	if len(chunks) == 1 {
 		cmd = CmdWrite
 	}
-	return c.Go(cmd, append([][]byte{[]byte(pipe)}, chunks...)...)
+	_, err := c.do(ctx, cmd, append([][]byte{[]byte(pipe)}, chunks...)...)
+	return wrap("write", pipe, err)
 }
 
-// Read takes one chunk from the pipe, waiting until there is one.
+// Read takes one chunk from the pipe, waiting until there is one. If ctx
+// ends first, the read is taken back and nothing is lost; the error is then
+// ctx's. To read many chunks, use a Reader.
 func (c *Client) Read(ctx context.Context, pipe string) ([]byte, error) {
-	chunks, err := c.read(ctx, pipe, c.Go(CmdRead, []byte(pipe)))
-	if err != nil {
-		return nil, err
+	r := c.NewReader(ctx, pipe, ReaderOptions{Batch: 1, Ahead: 1, Max: 1})
+	chunk, err := r.Next()
+	if err == nil {
+		r.Consume(1)
 	}
-	return chunks[0], nil
+	return chunk, errors.Join(err, r.Close())
 }
 
-// ReadBatch takes from 1 to max chunks from the pipe, waiting only while
-// it is empty.
-func (c *Client) ReadBatch(ctx context.Context, pipe string, max int) ([][]byte, error) {
-	return c.read(ctx, pipe, c.GoReadBatch(pipe, max))
-}
-
-// GoReadBatch sends the MREAD ReadBatch sends without waiting for its
-// reply. Unlike ReadBatch it does not take the read back if the caller
-// gives up: see Reclaim.
-func (c *Client) GoReadBatch(pipe string, max int) *Call {
-	return c.Go(CmdMRead, []byte(pipe), []byte(strconv.Itoa(max)))
-}
-
-// read waits for a read call. If ctx ends first the read is taken back: it
-// is cancelled, and chunks that were already on their way are put back at
-// the head of the pipe, so nothing is lost.
-func (c *Client) read(ctx context.Context, pipe string, call *Call) ([][]byte, error) {
-	select {
-	case <-call.Done:
-		return call.Reply, wrap("read", pipe, call.Err)
-	case <-ctx.Done():
-	}
-	err := c.Reclaim(pipe, nil, call)
-	return nil, errors.Join(ctx.Err(), err)
-}
-
-// Reclaim takes back reads in flight on a pipe: it sends CANCEL, waits for
-// the calls' replies and puts back at the head of the pipe, in order, the
-// leftover chunks (taken earlier and not used) and those the calls carried.
-// It waits at most the client's timeout for a silent broker.
-func (c *Client) Reclaim(pipe string, leftover [][]byte, calls ...*Call) error {
-	var cancel *Call
-	if len(calls) > 0 {
-		cancel = c.Go(CmdCancel, []byte(pipe))
-	}
-	back := leftover
-	for _, call := range calls {
-		<-call.Done
-		if call.Err == nil {
-			back = append(back, call.Reply...)
-		}
-	}
-	var err error
-	if cancel != nil {
-		<-cancel.Done
-		err = wrap("cancel", pipe, cancel.Err)
-	}
-	if len(back) > 0 {
-		err = errors.Join(err, c.Unread(context.Background(), pipe, back...))
-	}
-	return err
-}
+// cancel sends CANCEL for the pipe: the connection's unanswered reads and
+// writes of it answer "cancelled" rather than wait.
+func (c *Client) cancel(pipe string) *call { return c.async(CmdCancel, []byte(pipe)) }
 
 // Unread puts chunks back at the head of the pipe, in order, ahead of
 // everything queued. The broker takes them even when the pipe is full.
 func (c *Client) Unread(ctx context.Context, pipe string, chunks ...[]byte) error {
-	_, err := c.Do(ctx, CmdUnread, append([][]byte{[]byte(pipe)}, chunks...)...)
+	_, err := c.do(ctx, CmdUnread, append([][]byte{[]byte(pipe)}, chunks...)...)
 	return wrap("unread", pipe, err)
 }
 
 // List describes every pipe the broker has.
 func (c *Client) List(ctx context.Context) ([]PipeInfo, error) {
-	reply, err := c.Do(ctx, CmdList)
+	reply, err := c.do(ctx, CmdList)
 	if err != nil {
 		return nil, fmt.Errorf("list: %w", err)
 	}
@@ -352,9 +322,70 @@ func (c *Client) List(ctx context.Context) ([]PipeInfo, error) {
 	return infos, nil
 }
 
+// Limits returns what the broker accepts (LIMITS), asked once per Client.
+func (c *Client) Limits(ctx context.Context) (BrokerLimits, error) {
+	c.limitsOnce.Do(func() {
+		reply, err := c.do(ctx, CmdLimits)
+		switch {
+		case err != nil:
+			c.limitsErr = fmt.Errorf("limits: %w", err)
+		case len(reply) != 1:
+			c.limitsErr = fmt.Errorf("limits: %w: %d frames", ErrBadReply, len(reply))
+		default:
+			if err := json.Unmarshal(reply[0], &c.limits); err != nil || c.limits.MaxChunk < 1 || c.limits.MaxBatch < 1 || c.limits.MaxMessage < 1 {
+				c.limitsErr = fmt.Errorf("limits: %w: %q", ErrBadReply, reply[0])
+			}
+		}
+	})
+	return c.limits, c.limitsErr
+}
+
 func wrap(op, pipe string, err error) error {
 	if err == nil {
 		return nil
 	}
 	return fmt.Errorf("%s %q: %w", op, pipe, err)
+}
+
+// lossReason says in words why a connection failed, without the socket
+// layer's internals.
+func lossReason(err error) string {
+	switch {
+	case errors.Is(err, io.EOF), errors.Is(err, syscall.ECONNRESET), errors.Is(err, syscall.EPIPE):
+		return "the broker closed the connection (did it stop?)"
+	case errors.Is(err, errClientClosed):
+		return "client closed"
+	}
+	return err.Error()
+}
+
+var errClientClosed = errors.New("client closed")
+
+// handshakeError explains a failed ZMTP handshake: a broker that does not
+// answer (stopped, or not a zpipes broker), or one that closed the
+// connection on us, most likely because we are not its user.
+func handshakeError(nc *net.UnixConn, endpoint string, timeout time.Duration, err error) error {
+	if errors.Is(err, os.ErrDeadlineExceeded) {
+		return fmt.Errorf("%w: the broker at %s did not answer within %v (is it stopped?)", ErrNoAnswer, endpoint, timeout)
+	}
+	if uid, ok := peerUID(nc); ok && uid != os.Getuid() {
+		return fmt.Errorf("%w: the broker at %s belongs to uid %d and does not accept us: set ZPIPES_ENDPOINT (or -e) to a broker of your own", ErrRefused, endpoint, uid)
+	}
+	return fmt.Errorf("%w: the broker at %s closed the connection during the handshake (is it at its connection limit?)", ErrRefused, endpoint)
+}
+
+// peerUID is the uid of the process at the other end of a Unix socket.
+func peerUID(nc *net.UnixConn) (int, bool) {
+	raw, err := nc.SyscallConn()
+	if err != nil {
+		return 0, false
+	}
+	var cred *unix.Ucred
+	var cerr error
+	if err := raw.Control(func(fd uintptr) {
+		cred, cerr = unix.GetsockoptUcred(int(fd), unix.SOL_SOCKET, unix.SO_PEERCRED)
+	}); err != nil || cerr != nil {
+		return 0, false
+	}
+	return int(cred.Uid), true
 }

@@ -170,8 +170,9 @@ type conn struct {
 	out *outbox
 
 	// Owned by the core.
-	pending []*task // requests not yet answered, in order
-	waiting *pipe   // the pipe the head request waits on, if any
+	tasks   []*task            // requests not yet answered, in order
+	waiting *pipe              // the pipe the head request waits on, if any
+	writes  map[*pipe]struct{} // pipes it has written to and not closed
 	gone    bool
 }
 
@@ -180,7 +181,7 @@ type task struct {
 	req       Request
 	err       error // a parse error, to be answered in turn
 	cost      int
-	cancelled bool // a later CANCEL covers this read
+	cancelled bool // a later CANCEL covers this read or write
 }
 
 // readLoop reads requests and hands them to the core until the connection
@@ -214,16 +215,16 @@ func (s *Server) readLoop(c *conn) {
 			c.out.push(reply{command: "PONG", frames: [][]byte{body}, credit: true})
 			continue
 		}
-		p := &task{}
+		t := &task{}
 		if msg.err != nil {
-			p.err = msg.err
-			p.req.Envelope = msg.envelope
+			t.err = msg.err
+			t.req.Envelope = msg.envelope
 		} else {
-			p.req, p.err = ParseRequest(msg.frames, lim)
-			p.cost = p.req.Size
-			c.out.charge(p.cost)
+			t.req, t.err = ParseRequest(msg.frames, lim)
+			t.cost = t.req.Size
+			c.out.charge(t.cost)
 		}
-		if !s.send(event{conn: c, req: p}) {
+		if !s.send(event{conn: c, task: t}) {
 			break
 		}
 	}

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"log/slog"
 	"runtime/debug"
+	"slices"
 	"sort"
 	"time"
 )
@@ -88,55 +89,70 @@ func (co *core) handle(ev event) {
 			r := ev.returned[i]
 			co.unread(r.pipe, r.chunks)
 		}
-	case ev.req != nil:
-		co.submit(c, ev.req)
+	case ev.task != nil:
+		co.submit(c, ev.task)
 	}
 }
 
 // submit queues a request behind the connection's earlier ones and runs what
-// can run. A CANCEL acts as it arrives: it marks this connection's reads of
-// the pipe, including one already waiting, to be answered "cancelled".
-func (co *core) submit(c *conn, p *task) {
+// can run. A CANCEL acts as it arrives: it marks this connection's reads and
+// writes of the pipe that are not yet answered, including one already
+// waiting, to be answered "cancelled".
+func (co *core) submit(c *conn, t *task) {
 	if c.gone {
 		return
 	}
-	if p.err == nil && p.req.Cmd == CmdCancel {
-		for _, q := range c.pending {
-			if q.err == nil && q.req.isRead() && q.req.Pipe == p.req.Pipe {
-				q.cancelled = true
-			}
-		}
-		if w := c.waiting; w != nil && w.reader == c && w.name == p.req.Pipe {
-			w.reader = nil
-			c.waiting = nil
-		}
+	if t.err == nil && t.req.Cmd == CmdCancel {
+		co.cancel(c, t.req.Pipe)
 	}
-	c.pending = append(c.pending, p)
+	c.tasks = append(c.tasks, t)
 	if c.waiting == nil {
 		co.run(c)
 	}
 }
 
-// run executes the connection's requests in order until one has to wait.
-func (co *core) run(c *conn) {
-	for len(c.pending) > 0 {
-		p := c.pending[0]
-		r, ok := co.exec(c, p)
-		if !ok {
-			return
+// cancel marks c's unanswered reads and writes of the pipe named, and
+// stops the one waiting, if any, so that run answers them in turn.
+func (co *core) cancel(c *conn, name string) {
+	for _, t := range c.tasks {
+		if t.err == nil && (t.req.isRead() || t.req.isWrite()) && t.req.Pipe == name {
+			t.cancelled = true
 		}
-		c.pending[0] = nil
-		c.pending = c.pending[1:]
-		if len(c.pending) == 0 {
-			c.pending = nil
-		}
-		co.reply(c, p, r)
+	}
+	p := c.waiting
+	if p == nil || p.name != name {
+		return
+	}
+	c.waiting = nil
+	if p.reader == c {
+		p.reader = nil
+	}
+	if i := slices.Index(p.blocked, c); i >= 0 {
+		p.blocked = slices.Delete(p.blocked, i, i+1)
+		co.wakeWriters(p) // whoever was behind it may fit now
 	}
 }
 
-func (co *core) reply(c *conn, p *task, r reply) {
-	r.envelope = p.req.Envelope
-	r.cost = p.cost
+// run executes the connection's requests in order until one has to wait.
+func (co *core) run(c *conn) {
+	for len(c.tasks) > 0 {
+		t := c.tasks[0]
+		r, ok := co.exec(c, t)
+		if !ok {
+			return
+		}
+		c.tasks[0] = nil
+		c.tasks = c.tasks[1:]
+		if len(c.tasks) == 0 {
+			c.tasks = nil
+		}
+		co.reply(c, t, r)
+	}
+}
+
+func (co *core) reply(c *conn, t *task, r reply) {
+	r.envelope = t.req.Envelope
+	r.cost = t.cost
 	r.credit = true
 	if !c.out.push(r) && len(r.chunks) > 0 {
 		// The connection died after the chunks were taken: they go back.
@@ -146,89 +162,117 @@ func (co *core) reply(c *conn, p *task, r reply) {
 
 func errorReply(err error) reply { return reply{frames: replyError(err)} }
 
+var okReply = reply{frames: [][]byte{okFrame}}
+
 // exec runs one request. It returns false if the request must wait; it has
 // then registered itself where it will be woken.
-func (co *core) exec(c *conn, p *task) (reply, bool) {
-	if p.err != nil {
-		co.log.Info("bad request", "conn", c.id, "err", p.err)
-		return errorReply(p.err), true
+func (co *core) exec(c *conn, t *task) (reply, bool) {
+	if t.err != nil {
+		co.log.Info("bad request", "conn", c.id, "err", t.err)
+		return errorReply(t.err), true
 	}
-	req := &p.req
-	if req.Cmd == CmdList {
-		return co.list(), true
-	}
-	pp := co.pipes[req.Pipe]
+	req := &t.req
 	switch req.Cmd {
+	case CmdList:
+		return co.list(), true
+	case CmdLimits:
+		return co.limits(), true
 	case CmdOpen:
-		if pp == nil {
-			pp = newPipe(req.Pipe)
-			co.pipes[req.Pipe] = pp
+		p := co.pipes[req.Pipe]
+		if p == nil {
+			p = newPipe(req.Pipe)
+			co.pipes[req.Pipe] = p
 		}
-		pp.opens++
-		return reply{frames: replyOK()}, true
+		p.opens++
+		return okReply, true
 	case CmdCancel:
-		return reply{frames: replyOK()}, true
+		return okReply, true
 	case CmdUnread:
 		co.unread(req.Pipe, req.Chunks)
-		return reply{frames: replyOK()}, true
+		return okReply, true
 	}
-	if pp == nil {
+	p := co.pipes[req.Pipe]
+	if p == nil {
 		return co.fail(c, req, ErrNoPipe), true
+	}
+	if t.cancelled {
+		co.removeIfUnused(p)
+		return co.fail(c, req, ErrCancelled), true
 	}
 	switch req.Cmd {
 	case CmdClose:
-		if pp.opens == 0 {
+		if p.opens == 0 {
 			return co.fail(c, req, ErrNotOpen), true
 		}
-		pp.opens--
-		co.removeIfUnused(pp)
-		return reply{frames: replyOK()}, true
+		p.opens--
+		co.finish(c, p)
+		co.removeIfUnused(p)
+		return okReply, true
 	case CmdWrite, CmdMWrite:
-		// First come, first served: a write waits behind earlier blocked
-		// writes even if it would fit, so big chunks are not starved.
-		first := len(pp.blocked) == 0 || pp.blocked[0] == c
-		if !first || !co.fits(pp, req) {
-			if first && len(pp.blocked) == 0 || !first {
-				pp.blocked = append(pp.blocked, c)
-			}
-			c.waiting = pp
-			co.stalled[pp] = struct{}{}
-			return reply{}, false
-		}
-		if len(pp.blocked) > 0 {
-			pp.blocked = pp.blocked[1:] // it was c's turn
-		}
-		pp.enqueue(c.id, req.Chunks)
-		co.total += req.Size + chunkOverhead*len(req.Chunks)
-		co.wakeReader(pp)
-		return reply{frames: replyOK()}, true
+		return co.write(c, p, req)
 	default: // READ, MREAD
-		if p.cancelled {
-			co.removeIfUnused(pp)
-			return co.fail(c, req, ErrCancelled), true
+		return co.read(c, p, req)
+	}
+}
+
+// write queues a write's chunks, or makes it wait for room. First come,
+// first served: a write waits behind earlier blocked writes even if it
+// would fit, so big chunks are not starved.
+func (co *core) write(c *conn, p *pipe, req *Request) (reply, bool) {
+	first := len(p.blocked) == 0 || p.blocked[0] == c
+	if !first || !co.fits(p, req) {
+		if len(p.blocked) == 0 || !first {
+			p.blocked = append(p.blocked, c)
 		}
-		if pp.reader != nil && pp.reader != c {
-			return co.fail(c, req, ErrReaderBusy), true
-		}
-		if pp.chunks == 0 {
-			pp.reader = c
-			c.waiting = pp
-			return reply{}, false
-		}
-		pp.reader = nil
-		// An MREAD reply is "OK" and the chunks: one slice holds both.
-		head := 0
-		if req.Cmd == CmdMRead {
-			head = 1
-		}
-		frames := make([][]byte, head, head+min(req.Max, pp.chunks))
-		if head == 1 {
-			frames[0] = okFrame
-		}
-		frames = pp.dequeue(frames, req.Max, maxReplyBytes)
-		chunks := frames[head:]
-		co.freed(pp, chunks)
-		return reply{pipe: pp.name, chunks: chunks, frames: frames}, true
+		c.waiting = p
+		co.stalled[p] = struct{}{}
+		return reply{}, false
+	}
+	if len(p.blocked) > 0 {
+		p.blocked = p.blocked[1:] // it was c's turn
+	}
+	p.enqueue(c.id, req.Chunks)
+	if c.writes == nil {
+		c.writes = make(map[*pipe]struct{})
+	}
+	c.writes[p] = struct{}{}
+	co.total += req.Size + chunkOverhead*len(req.Chunks)
+	co.wakeReader(p)
+	return okReply, true
+}
+
+// read answers a READ or MREAD with what the pipe has, or makes it wait.
+func (co *core) read(c *conn, p *pipe, req *Request) (reply, bool) {
+	if p.reader != nil && p.reader != c {
+		return co.fail(c, req, ErrReaderBusy), true
+	}
+	if p.chunks == 0 {
+		p.reader = c
+		c.waiting = p
+		return reply{}, false
+	}
+	p.reader = nil
+	// An MREAD reply is "OK" and the chunks: one slice holds both.
+	head := 0
+	if req.Cmd == CmdMRead {
+		head = 1
+	}
+	frames := make([][]byte, head, head+min(req.Max, p.chunks))
+	if head == 1 {
+		frames[0] = okFrame
+	}
+	frames = p.dequeue(frames, req.Max, maxReplyBytes)
+	chunks := frames[head:]
+	co.freed(p, chunks)
+	return reply{pipe: p.name, chunks: chunks, frames: frames}, true
+}
+
+// finish ends c's turn as a writer of p: a writer that starts after this is
+// served after c's chunks.
+func (co *core) finish(c *conn, p *pipe) {
+	if _, ok := c.writes[p]; ok {
+		p.finish(c.id)
+		delete(c.writes, p)
 	}
 }
 
@@ -282,9 +326,9 @@ func (co *core) freed(p *pipe, chunks [][]byte) {
 	}
 	co.wakeWriters(p)
 	// Writers blocked on the total limit may wait on any pipe.
-	for q := range co.stalled {
-		if q != p {
-			co.wakeWriters(q)
+	for other := range co.stalled {
+		if other != p {
+			co.wakeWriters(other)
 		}
 	}
 	co.removeIfUnused(p)
@@ -293,7 +337,7 @@ func (co *core) freed(p *pipe, chunks [][]byte) {
 func (co *core) wakeWriters(p *pipe) {
 	for len(p.blocked) > 0 {
 		c := p.blocked[0]
-		if !co.fits(p, &c.pending[0].req) {
+		if !co.fits(p, &c.tasks[0].req) {
 			return
 		}
 		c.waiting = nil
@@ -306,11 +350,18 @@ func (co *core) removeIfUnused(p *pipe) {
 	if p.unused() && co.pipes[p.name] == p {
 		delete(co.pipes, p.name)
 		delete(co.stalled, p)
+		// Writers that wrote and never closed forget it.
+		for id := range p.writers {
+			if c := co.conns[id]; c != nil {
+				delete(c.writes, p)
+			}
+		}
 	}
 }
 
 // disconnect forgets a connection. Its requests not yet executed are
-// dropped (none was acknowledged); the chunks it wrote stay.
+// dropped (none was acknowledged); the chunks it wrote stay, and it has
+// finished writing every pipe.
 func (co *core) disconnect(c *conn) {
 	if c.gone {
 		return
@@ -321,25 +372,20 @@ func (co *core) disconnect(c *conn) {
 		if p.reader == c {
 			p.reader = nil
 		}
-		if i := indexOf(p.blocked, c); i >= 0 {
-			p.blocked = append(p.blocked[:i], p.blocked[i+1:]...)
+		if i := slices.Index(p.blocked, c); i >= 0 {
+			p.blocked = slices.Delete(p.blocked, i, i+1)
 			// Whoever was behind it may fit now.
 			co.wakeWriters(p)
 		}
 		c.waiting = nil
 		co.removeIfUnused(p)
 	}
-	c.pending = nil
-	co.log.Debug("disconnected", "conn", c.id)
-}
-
-func indexOf(cs []*conn, c *conn) int {
-	for i, x := range cs {
-		if x == c {
-			return i
-		}
+	for p := range c.writes {
+		p.finish(c.id)
 	}
-	return -1
+	c.writes = nil
+	c.tasks = nil
+	co.log.Debug("disconnected", "conn", c.id)
 }
 
 // shutdown answers every waiting request with an error, reports what is
@@ -354,13 +400,30 @@ func (co *core) shutdown() {
 		bytes += p.bytes - chunkOverhead*p.chunks
 	}
 	for _, c := range co.conns {
-		if c.waiting != nil && len(c.pending) > 0 {
-			co.reply(c, c.pending[0], errorReply(ErrShutdown))
+		if c.waiting != nil && len(c.tasks) > 0 {
+			co.reply(c, c.tasks[0], errorReply(ErrShutdown))
 		}
 		c.out.shutdown()
 	}
 	// Chunks live in memory only, by design: say what goes.
 	co.log.Info("shutting down", "discarded_chunks", chunks, "discarded_bytes", bytes, "pipes_with_chunks", pipes)
+}
+
+func (co *core) limits() reply {
+	l := co.s.cfg.Limits
+	b, err := json.Marshal(BrokerLimits{
+		MaxName:       l.MaxName,
+		MaxChunk:      l.MaxChunk,
+		MaxBatch:      l.MaxBatch,
+		MaxMessage:    l.maxMessage(),
+		MaxPipeBytes:  co.s.cfg.MaxPipeBytes,
+		MaxTotalBytes: co.s.cfg.MaxTotalBytes,
+		ChunkOverhead: chunkOverhead,
+	})
+	if err != nil {
+		return errorReply(err)
+	}
+	return reply{frames: [][]byte{okFrame, b}}
 }
 
 func (co *core) list() reply {

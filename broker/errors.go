@@ -70,4 +70,12 @@ var (
 
 	// ErrNoBroker means nothing listens on the endpoint.
 	ErrNoBroker = errors.New("no broker")
+
+	// ErrNoAnswer means something listens on the endpoint but did not
+	// complete the handshake in time: a stopped broker, or not a broker.
+	ErrNoAnswer = errors.New("broker not answering")
+
+	// ErrRefused means the broker closed the connection during the
+	// handshake: another user's broker, or one at its connection limit.
+	ErrRefused = errors.New("refused by broker")
 )

@@ -468,7 +468,7 @@ type fuzzReq struct {
 	err     error // expected error reply
 	reply   []string
 	done    bool // answered, in the model
-	cancels bool // a CANCEL marked this read
+	cancels bool // a CANCEL marked this read or write
 }
 
 // runScript sends the script's requests pipelined on one connection and
@@ -700,9 +700,10 @@ func (m *fuzzModel) submit(frames []string) {
 		q.parsed, q.err = ParseRequest(fs, fuzzLim)
 	}
 	if q.err == nil && q.parsed.Cmd == CmdCancel {
-		// A CANCEL acts on arrival, on reads still waiting their turn.
+		// A CANCEL acts on arrival, on reads and writes still waiting
+		// their turn.
 		for _, r := range m.reqs[m.head:] {
-			if r.err == nil && r.parsed.isRead() && r.parsed.Pipe == q.parsed.Pipe {
+			if r.err == nil && (r.parsed.isRead() || r.parsed.isWrite()) && r.parsed.Pipe == q.parsed.Pipe {
 				r.cancels = true
 			}
 		}
@@ -779,6 +780,9 @@ func (m *fuzzModel) exec(q *fuzzReq) bool {
 		m.removeIfUnused(req.Pipe)
 		return ok()
 	case CmdWrite, CmdMWrite:
+		if q.cancels {
+			return fail(ErrCancelled)
+		}
 		p.written = append(p.written, req.Chunks...)
 		return ok()
 	default: // READ, MREAD
@@ -992,7 +996,7 @@ func TestCommandWithoutNameIsNotARequest(t *testing.T) {
 func TestUnknownCommandReplyMapsToSentinel(t *testing.T) {
 	s := startServer(t)
 	c := dialT(t, s)
-	_, err := c.Do(testCtx(t), "FROB", []byte("p"))
+	_, err := c.do(testCtx(t), "FROB", []byte("p"))
 	if !errors.Is(err, ErrUnknownCommand) {
 		t.Fatalf("FROB: %v, want ErrUnknownCommand", err)
 	}

@@ -3,6 +3,7 @@ package broker
 import (
 	"bytes"
 	"errors"
+	"fmt"
 	"io"
 	"os"
 	"os/exec"
@@ -25,21 +26,21 @@ func TestFullPipeDelaysWriteOnlyForThatPipe(t *testing.T) {
 	for range 4 {
 		mustOK(t, w.Write(ctx, "p", chunk))
 	}
-	late := w.Go(CmdWrite, []byte("p"), []byte("fifth"))
+	late := w.async(CmdWrite, []byte("p"), []byte("fifth"))
 	waitFor(t, r, func(ps []PipeInfo) bool { return len(ps) == 1 && ps[0].Blocked == 1 })
 	// Other pipes and other clients go on.
 	mustOK(t, other.Open(ctx, "q"))
 	mustOK(t, other.Write(ctx, "q", []byte("free")))
 	select {
-	case <-late.Done:
-		t.Fatalf("WRITE to a full pipe answered: %v", late.Err)
+	case <-late.done:
+		t.Fatalf("WRITE to a full pipe answered: %v", late.err)
 	default:
 	}
 	// One READ makes room; the WRITE is acknowledged and queued last.
 	_, err := r.Read(ctx, "p")
 	mustOK(t, err)
-	<-late.Done
-	mustOK(t, late.Err)
+	<-late.done
+	mustOK(t, late.err)
 	for i := range 4 {
 		got, err := r.Read(ctx, "p")
 		mustOK(t, err)
@@ -62,13 +63,13 @@ func TestTotalLimitBlocksWritesAcrossPipes(t *testing.T) {
 	mustOK(t, w.Open(ctx, "b"))
 	mustOK(t, w.Write(ctx, "a", chunk, chunk, chunk, chunk))
 	mustOK(t, w.Write(ctx, "b", chunk, chunk))
-	late := w.Go(CmdWrite, []byte("b"), chunk) // b has room; the total has not
+	late := w.async(CmdWrite, []byte("b"), chunk) // b has room; the total has not
 	waitFor(t, r, func(ps []PipeInfo) bool { return len(ps) == 2 && ps[1].Blocked == 1 })
 	// Reading from a makes room in the total: b's WRITE goes through.
 	_, err := r.Read(ctx, "a")
 	mustOK(t, err)
-	<-late.Done
-	mustOK(t, late.Err)
+	<-late.done
+	mustOK(t, late.err)
 }
 
 func TestOversizedChunkIsAnError(t *testing.T) {
@@ -108,7 +109,8 @@ func TestOtherUsersAreRefused(t *testing.T) {
 		return 0, string(out)
 	}
 	s := startServer(t)
-	if code, out := run(s.Endpoint()); code != 5 || !strings.Contains(out, "handshake") {
+	// The refused client learns whose broker it is and what to do.
+	if code, out := run(s.Endpoint()); code != 5 || !strings.Contains(out, fmt.Sprintf("belongs to uid %d", os.Getuid())) || !strings.Contains(out, "ZPIPES_ENDPOINT") {
 		t.Fatalf("client as uid %d: exit %d (%s), want refused", nobody, code, out)
 	}
 	allowed := startServer(t, func(c *Config) { c.AllowUIDs = []int{nobody} })

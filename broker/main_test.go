@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"net"
 	"os"
+	"strconv"
 	"testing"
 	"time"
 
@@ -144,13 +145,24 @@ func helperMain() bool {
 	if err != nil {
 		os.Exit(3)
 	}
-	call := c.Go(CmdRead, []byte(os.Getenv("ZPIPES_TEST_PIPE")))
+	call := c.async(CmdRead, []byte(os.Getenv("ZPIPES_TEST_PIPE")))
 	os.Stdout.WriteString("waiting\n")
-	<-call.Done
+	<-call.done
 	os.Exit(4) // never reached: the test kills this process first
 	return true
 }
 
 func dialUnix(endpoint string) (net.Conn, error) {
 	return net.Dial("unix", endpoint[len("ipc://"):])
+}
+
+// readBatch takes from 1 to max chunks with one MREAD.
+func readBatch(ctx context.Context, c *Client, pipe string, max int) ([][]byte, error) {
+	k := c.async(CmdMRead, []byte(pipe), []byte(strconv.Itoa(max)))
+	select {
+	case <-k.done:
+		return k.reply, wrap("read", pipe, k.err)
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	}
 }

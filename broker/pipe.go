@@ -1,5 +1,11 @@
 package broker
 
+import (
+	"cmp"
+	"math"
+	"slices"
+)
+
 // chunkOverhead is what the broker counts for a queued chunk besides its
 // bytes (its slice header in a queue), so byte limits track real memory.
 const chunkOverhead = 24
@@ -72,13 +78,22 @@ func (q *fifo) pushFront(cs [][]byte) {
 
 // writerQueue holds one writer's chunks in one pipe.
 type writerQueue struct {
-	writer uint64 // the writing connection's id
+	writer  uint64 // the writing connection's id
+	started uint64 // the pipe's clock when the writer first wrote
+	ended   uint64 // the pipe's clock when the writer finished; 0 while it writes
+	placed  bool   // whether it is in the ring or in later (it has chunks)
 	fifo
 }
 
 // pipe is a named queue: one FIFO per writer, served round robin, plus the
 // chunks readers gave back, served first. It is owned by the broker's core
 // goroutine; nothing here is safe for concurrent use.
+//
+// Round robin is for writers that write at the same time. A writer that
+// starts after another has finished (closed the pipe or disconnected) is a
+// sequel, like "cat a b > fifo": it waits in later until every chunk of the
+// writers that finished before it started has been read, then joins the
+// ring. A pipe keeps a logical clock to tell which came first.
 type pipe struct {
 	name   string
 	opens  int // OPENs minus CLOSEs
@@ -86,9 +101,12 @@ type pipe struct {
 	bytes  int // bytes queued, with chunkOverhead each
 
 	returned fifo                    // chunks given back by UNREAD
-	ring     []*writerQueue          // writers with chunks, in turn order
+	ring     []*writerQueue          // writers that may be served, in turn order
 	next     int                     // ring index of the writer whose turn it is
-	writers  map[uint64]*writerQueue // the same queues, by writer
+	writers  map[uint64]*writerQueue // writers that have not finished, by id
+	later    []*writerQueue          // writers waiting for finished ones, by start
+	finished []*writerQueue          // finished writers, by end; drained ones are dropped lazily
+	clock    uint64
 
 	reader  *conn   // the connection with a READ waiting, if any
 	blocked []*conn // connections whose WRITE waits for room, in order
@@ -100,26 +118,85 @@ func newPipe(name string) *pipe {
 
 func chunkCost(c []byte) int { return len(c) + chunkOverhead }
 
+func (p *pipe) tick() uint64 {
+	p.clock++
+	return p.clock
+}
+
 // enqueue adds a writer's chunks at the end of its queue.
 func (p *pipe) enqueue(writer uint64, chunks [][]byte) {
 	q := p.writers[writer]
 	if q == nil {
-		q = &writerQueue{writer: writer}
+		q = &writerQueue{writer: writer, started: p.tick()}
 		p.writers[writer] = q
-		// A new writer joins just before the one whose turn it is, so it is
-		// served after everyone already waiting: within one round.
-		p.ring = append(p.ring, nil)
-		copy(p.ring[p.next+1:], p.ring[p.next:])
-		p.ring[p.next] = q
-		p.next++
-		if p.next == len(p.ring) {
-			p.next = 0
-		}
 	}
 	for _, c := range chunks {
 		q.push(c)
 		p.chunks++
 		p.bytes += chunkCost(c)
+	}
+	if !q.placed {
+		p.admit(q)
+	}
+}
+
+// admit puts a writer that has chunks in the ring, or in later if a writer
+// that finished before it started still has chunks.
+func (p *pipe) admit(q *writerQueue) {
+	q.placed = true
+	if q.started > p.oldestEnd() {
+		i, _ := slices.BinarySearchFunc(p.later, q.started, func(w *writerQueue, s uint64) int { return cmp.Compare(w.started, s) })
+		p.later = slices.Insert(p.later, i, q)
+		return
+	}
+	// A writer joins just before the one whose turn it is, so it is served
+	// after everyone already waiting: within one round.
+	p.ring = slices.Insert(p.ring, p.next, q)
+	p.next++
+	if p.next == len(p.ring) {
+		p.next = 0
+	}
+}
+
+// oldestEnd is the clock at which the earliest finished writer that still
+// has chunks finished, or the largest clock value if there is none.
+func (p *pipe) oldestEnd() uint64 {
+	for len(p.finished) > 0 && p.finished[0].len() == 0 {
+		p.finished[0] = nil
+		p.finished = p.finished[1:]
+	}
+	if len(p.finished) == 0 {
+		return math.MaxUint64
+	}
+	return p.finished[0].ended
+}
+
+// finish records that a writer is done with the pipe: whoever starts
+// writing after this is served after its chunks.
+func (p *pipe) finish(writer uint64) {
+	q := p.writers[writer]
+	if q == nil {
+		return
+	}
+	delete(p.writers, writer)
+	q.ended = p.tick()
+	if q.len() > 0 {
+		p.finished = append(p.finished, q)
+	}
+}
+
+// promote moves the writers in later whose predecessors have drained into
+// the ring, in the order they started.
+func (p *pipe) promote() {
+	end := p.oldestEnd()
+	for len(p.later) > 0 && p.later[0].started < end {
+		q := p.later[0]
+		p.later[0] = nil
+		p.later = p.later[1:]
+		p.admit(q)
+	}
+	if len(p.later) == 0 {
+		p.later = nil
 	}
 }
 
@@ -162,10 +239,13 @@ func (p *pipe) take() []byte {
 		q := p.ring[p.next]
 		c = q.pop()
 		if q.len() == 0 {
-			delete(p.writers, q.writer)
-			p.ring = append(p.ring[:p.next], p.ring[p.next+1:]...)
+			q.placed = false
+			p.ring = slices.Delete(p.ring, p.next, p.next+1)
 			if p.next == len(p.ring) {
 				p.next = 0
+			}
+			if q.ended != 0 {
+				p.promote() // a finished writer drained: its sequels may go
 			}
 		} else if p.next++; p.next == len(p.ring) {
 			p.next = 0
@@ -183,4 +263,4 @@ func (p *pipe) unused() bool {
 }
 
 // writerCount is the number of writers with chunks queued.
-func (p *pipe) writerCount() int { return len(p.ring) }
+func (p *pipe) writerCount() int { return len(p.ring) + len(p.later) }

@@ -19,6 +19,7 @@ const (
 	CmdCancel = "CANCEL" // CANCEL pipe          -> OK (earlier reads answer "cancelled")
 	CmdUnread = "UNREAD" // UNREAD pipe chunk... -> OK (chunks back at the head)
 	CmdList   = "LIST"   // LIST                 -> OK json
+	CmdLimits = "LIMITS" // LIMITS               -> OK json (see Limits)
 )
 
 // Reply status frames.
@@ -35,6 +36,22 @@ type Limits struct {
 	MaxBatch int // chunks in one MWRITE, MREAD or UNREAD
 }
 
+// minBatchBytes is what one message may carry in chunks however small the
+// chunk limit, so that a broker with small chunks still takes batches.
+const minBatchBytes = 1 << 20
+
+// BrokerLimits is the LIMITS reply: what a broker accepts, so that a client
+// can size its batches to fit.
+type BrokerLimits struct {
+	MaxName       int `json:"max_name"`        // bytes in a pipe name
+	MaxChunk      int `json:"max_chunk"`       // bytes in one chunk
+	MaxBatch      int `json:"max_batch"`       // chunks in one MWRITE, MREAD or UNREAD
+	MaxMessage    int `json:"max_message"`     // bytes in one message, all frames' bodies
+	MaxPipeBytes  int `json:"max_pipe_bytes"`  // queued bytes per pipe, overhead included
+	MaxTotalBytes int `json:"max_total_bytes"` // queued bytes in all pipes
+	ChunkOverhead int `json:"chunk_overhead"`  // counted per queued chunk besides its bytes
+}
+
 // DefaultLimits are generous enough for any line-oriented use and small
 // enough that one request cannot exhaust a laptop's memory.
 var DefaultLimits = Limits{
@@ -43,9 +60,10 @@ var DefaultLimits = Limits{
 	MaxBatch: 65536,
 }
 
-// maxMessage is the most bytes one message may carry: a whole batch of
-// chunks, or a single chunk, plus the command and name.
-func (l Limits) maxMessage() int { return l.MaxChunk + l.MaxName + 1024 }
+// maxMessage is the most bytes one message may carry: a batch of chunks
+// (the chunk limit, or minBatchBytes if that is more) plus the command and
+// name. The limit on a message is not the limit on a chunk.
+func (l Limits) maxMessage() int { return max(l.MaxChunk, minBatchBytes) + l.MaxName + 1024 }
 
 // maxFrames is the most frames one message may have: envelope, command,
 // pipe, a full batch.
@@ -63,6 +81,9 @@ type Request struct {
 
 // isRead reports whether the request takes chunks from a pipe.
 func (r *Request) isRead() bool { return r.Cmd == CmdRead || r.Cmd == CmdMRead }
+
+// isWrite reports whether the request queues chunks in a pipe.
+func (r *Request) isWrite() bool { return r.Cmd == CmdWrite || r.Cmd == CmdMWrite }
 
 // ParseRequest checks a request's frames against the protocol and the limits.
 // The returned error wraps one of the wire sentinels and says precisely what
@@ -104,7 +125,7 @@ func ParseRequest(frames [][]byte, lim Limits) (Request, error) {
 				ErrBadRequest, args[1], lim.MaxBatch)
 		}
 		req.Max = n
-	case CmdList:
+	case CmdList, CmdLimits:
 		if err := wantFrames(cmd, args, 0, 0); err != nil {
 			return req, err
 		}
@@ -132,7 +153,7 @@ func ParseRequest(frames [][]byte, lim Limits) (Request, error) {
 	return req, nil
 }
 
-var commands = []string{CmdOpen, CmdClose, CmdWrite, CmdRead, CmdMWrite, CmdMRead, CmdCancel, CmdUnread, CmdList}
+var commands = []string{CmdOpen, CmdClose, CmdWrite, CmdRead, CmdMWrite, CmdMRead, CmdCancel, CmdUnread, CmdList, CmdLimits}
 
 // knownCommand returns the command constant equal to cmd, or "".
 func knownCommand(cmd []byte) string {

@@ -166,7 +166,7 @@ func TestSelfTestPitcherCatcher(t *testing.T) {
 					c, err = catcher.Read(ctx, pipe)
 					got = [][]byte{c}
 				} else {
-					got, err = catcher.ReadBatch(ctx, pipe, tc.batch)
+					got, err = readBatch(ctx, catcher, pipe, tc.batch)
 				}
 				if err != nil {
 					cancel()

@@ -136,7 +136,7 @@ type event struct {
 	conn     *conn
 	up       bool    // a new connection
 	down     bool    // the connection is gone
-	req      *task   // a request
+	task     *task   // a request
 	returned []reply // read replies that were never delivered
 }
 

@@ -39,11 +39,11 @@ func TestWriteThenRead(t *testing.T) {
 
 // waitingRead opens pipe p on a new client and sends it a READ, returning
 // once watch's LIST shows the READ waiting.
-func waitingRead(t *testing.T, s *Server, watch *Client) *Call {
+func waitingRead(t *testing.T, s *Server, watch *Client) *call {
 	t.Helper()
 	r := dialT(t, s)
 	mustOK(t, r.Open(testCtx(t), "p"))
-	call := r.Go(CmdRead, []byte("p"))
+	call := r.async(CmdRead, []byte("p"))
 	waitFor(t, watch, func(ps []PipeInfo) bool { return len(ps) == 1 && ps[0].Reader })
 	return call
 }
@@ -54,14 +54,14 @@ func TestReadWaitsForWrite(t *testing.T) {
 	ctx := testCtx(t)
 	call := waitingRead(t, s, w)
 	select {
-	case <-call.Done:
-		t.Fatalf("READ on an empty pipe answered: %q %v", call.Reply, call.Err)
+	case <-call.done:
+		t.Fatalf("READ on an empty pipe answered: %q %v", call.reply, call.err)
 	default:
 	}
 	mustOK(t, w.Write(ctx, "p", []byte("x")))
-	<-call.Done
-	if call.Err != nil || string(call.Reply[0]) != "x" {
-		t.Fatalf("READ got %q, %v", call.Reply, call.Err)
+	<-call.done
+	if call.err != nil || string(call.reply[0]) != "x" {
+		t.Fatalf("READ got %q, %v", call.reply, call.err)
 	}
 }
 
@@ -165,8 +165,8 @@ func TestSecondReaderRejected(t *testing.T) {
 		t.Fatalf("second reader: %v, want ErrReaderBusy", err)
 	}
 	mustOK(t, b.Write(ctx, "p", []byte("x")))
-	<-call.Done
-	mustOK(t, call.Err)
+	<-call.done
+	mustOK(t, call.err)
 }
 
 func TestLightWriterNotStarved(t *testing.T) {
@@ -233,21 +233,21 @@ func TestWaitingReadHoldsLaterRequestsOfSameClient(t *testing.T) {
 	c, other := dialT(t, s), dialT(t, s)
 	ctx := testCtx(t)
 	mustOK(t, c.Open(ctx, "p"))
-	read := c.Go(CmdRead, []byte("p"))
-	open := c.Go(CmdOpen, []byte("q"))
+	read := c.async(CmdRead, []byte("p"))
+	open := c.async(CmdOpen, []byte("q"))
 	// Another client is not held up.
 	mustOK(t, other.Open(ctx, "r"))
 	waitFor(t, other, func(ps []PipeInfo) bool { return len(ps) == 2 })
 	select {
-	case <-open.Done:
+	case <-open.done:
 		t.Fatal("OPEN behind a waiting READ ran before it")
 	default:
 	}
 	mustOK(t, other.Write(ctx, "p", []byte("x")))
-	<-read.Done
-	<-open.Done
-	mustOK(t, read.Err)
-	mustOK(t, open.Err)
+	<-read.done
+	<-open.done
+	mustOK(t, read.err)
+	mustOK(t, open.err)
 }
 
 func TestChunksAreArbitraryBytes(t *testing.T) {
@@ -270,6 +270,28 @@ func TestChunksAreArbitraryBytes(t *testing.T) {
 	}
 }
 
+// The chunk limit bounds one chunk, not one message: a batch of chunks
+// each within it is taken whole even when together they exceed it.
+func TestChunkLimitIsNotMessageLimit(t *testing.T) {
+	s := startServer(t, func(c *Config) { c.Limits = DefaultLimits; c.Limits.MaxChunk = 1000 })
+	c := dialT(t, s)
+	ctx := testCtx(t)
+	mustOK(t, c.Open(ctx, "p"))
+	batch := make([][]byte, 3000)
+	for i := range batch {
+		batch[i] = []byte(strings.Repeat("x", 100))
+	}
+	mustOK(t, c.Write(ctx, "p", batch...))
+	if err := c.Write(ctx, "p", make([]byte, 1001)); !errors.Is(err, ErrTooLarge) {
+		t.Fatalf("1001-byte chunk: %v, want ErrTooLarge", err)
+	}
+	got, err := readBatch(ctx, c, "p", 5000)
+	mustOK(t, err)
+	if len(got) != 3000 {
+		t.Fatalf("read %d chunks, want the batch of 3000", len(got))
+	}
+}
+
 func TestErrorsAreTwoFramesAndServingGoesOn(t *testing.T) {
 	s := startServer(t, func(c *Config) { c.Limits.MaxChunk = 1000; c.Limits.MaxName = 300; c.Limits.MaxBatch = 10 })
 	p := dialRaw(t, s, zmq4.Dealer)
@@ -289,7 +311,7 @@ func TestErrorsAreTwoFramesAndServingGoesOn(t *testing.T) {
 		{[]string{"CLOSE", "nope"}, "no such pipe"},
 		{[]string{"MREAD", "p", "0"}, "bad request"},
 		{[]string{"MREAD", "p", "x"}, "bad request"},
-		{[]string{"OPEN", "p", strings.Repeat("x", 3000)}, "too large"},
+		{[]string{"OPEN", "p", strings.Repeat("x", minBatchBytes+2000)}, "too large"},
 		{[]string{"WRITE", "p", strings.Repeat("x", 1001)}, "too large"},
 	}
 	for _, tc := range cases {
@@ -482,15 +504,15 @@ func TestClientNoticesBrokerClose(t *testing.T) {
 	defer c.Close()
 	ctx := testCtx(t)
 	mustOK(t, c.Open(ctx, "p"))
-	call := c.Go(CmdRead, []byte("p"))
+	call := c.async(CmdRead, []byte("p"))
 	watcher, err := Dial(ctx, s.Endpoint())
 	mustOK(t, err)
 	defer watcher.Close()
 	waitFor(t, watcher, func(ps []PipeInfo) bool { return len(ps) == 1 && ps[0].Reader })
 	s.Close()
-	<-call.Done
-	if !errors.Is(call.Err, ErrShutdown) {
-		t.Fatalf("waiting READ at shutdown: %v, want ErrShutdown", call.Err)
+	<-call.done
+	if !errors.Is(call.err, ErrShutdown) {
+		t.Fatalf("waiting READ at shutdown: %v, want ErrShutdown", call.err)
 	}
 	if err := c.Open(ctx, "p"); !errors.Is(err, ErrConnLost) {
 		t.Fatalf("request after shutdown: %v, want ErrConnLost", err)

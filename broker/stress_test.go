@@ -120,13 +120,13 @@ func TestStressGarbageDoesNotDisturbCorrectClients(t *testing.T) {
 	// The writer pipelines a window of WRITEs; every one must be acked.
 	wrote := make(chan error, 1)
 	go func() {
-		var calls []*Call
+		var calls []*call
 		for i := range n {
-			calls = append(calls, w.Go(CmdWrite, []byte(pipe), chunk(i)))
+			calls = append(calls, w.async(CmdWrite, []byte(pipe), chunk(i)))
 			if len(calls) == 32 || i == n-1 {
 				for _, c := range calls {
-					if <-c.Done; c.Err != nil {
-						wrote <- fmt.Errorf("WRITE: %w", c.Err)
+					if <-c.done; c.err != nil {
+						wrote <- fmt.Errorf("WRITE: %w", c.err)
 						return
 					}
 				}
@@ -137,7 +137,7 @@ func TestStressGarbageDoesNotDisturbCorrectClients(t *testing.T) {
 	}()
 	next := 0
 	for next < n {
-		got, err := r.ReadBatch(ctx, pipe, 1+next%lim.MaxBatch)
+		got, err := readBatch(ctx, r, pipe, 1+next%lim.MaxBatch)
 		if err != nil {
 			t.Fatalf("reader, after %d chunks: %v", next, err)
 		}
@@ -267,7 +267,12 @@ func garbageRound(s *Server, lim Limits, pipe string, rng *rand.Rand, kind int) 
 		if err := send(b(CmdWrite), b(pipe), make([]byte, lim.maxMessage())); err != nil {
 			return err
 		}
-		if err := send(b(CmdMWrite), b(pipe), make([]byte, lim.MaxChunk), make([]byte, lim.MaxChunk)); err != nil {
+		// Every chunk within the chunk limit, the message over its own.
+		frames := [][]byte{b(CmdMWrite), b(pipe)}
+		for range lim.maxMessage()/lim.MaxChunk + 1 {
+			frames = append(frames, make([]byte, lim.MaxChunk))
+		}
+		if err := send(frames...); err != nil {
 			return err
 		}
 	case "vanish mid-message":
@@ -354,13 +359,13 @@ func TestStressManyTinyMessages(t *testing.T) {
 		w := dialT(t, s)
 		go func() {
 			// All pipelined at once: the broker throttles, the client waits.
-			calls := make([]*Call, each)
+			calls := make([]*call, each)
 			for i := range calls {
-				calls[i] = w.Go(CmdWrite, []byte(pipe), binary.BigEndian.AppendUint32([]byte{byte(wi)}, uint32(i)))
+				calls[i] = w.async(CmdWrite, []byte(pipe), binary.BigEndian.AppendUint32([]byte{byte(wi)}, uint32(i)))
 			}
 			for i, c := range calls {
-				if <-c.Done; c.Err != nil {
-					errs <- fmt.Errorf("writer %d, WRITE %d: %w", wi, i, c.Err)
+				if <-c.done; c.err != nil {
+					errs <- fmt.Errorf("writer %d, WRITE %d: %w", wi, i, c.err)
 					return
 				}
 			}
@@ -369,7 +374,7 @@ func TestStressManyTinyMessages(t *testing.T) {
 	}
 	next := make([]uint32, writers)
 	for got := 0; got < writers*each; {
-		chunks, err := r.ReadBatch(ctx, pipe, 4096)
+		chunks, err := readBatch(ctx, r, pipe, 4096)
 		if err != nil {
 			t.Fatalf("after %d chunks: %v", got, err)
 		}
@@ -478,7 +483,7 @@ func TestStressVanishingClients(t *testing.T) {
 		if len(ps) == 0 || ps[0].Name != "empty" || ps[1].Name != "in" || ps[1].Chunks == 0 {
 			break
 		}
-		chunks, err := keeper.ReadBatch(ctx, "in", 100)
+		chunks, err := readBatch(ctx, keeper, "in", 100)
 		mustOK(t, err)
 		for _, ch := range chunks {
 			var i int
@@ -538,12 +543,15 @@ func TestCancelledReadLeavesNoUnusedPipe(t *testing.T) {
 	a, b := dialT(t, s), dialT(t, s)
 	ctx := testCtx(t)
 	mustOK(t, a.Open(ctx, "p"))
-	read := a.Go(CmdRead, []byte("p"))
+	read := a.async(CmdRead, []byte("p"))
 	waitFor(t, b, func(ps []PipeInfo) bool { return len(ps) == 1 && ps[0].Reader })
 	mustOK(t, b.ClosePipe(ctx, "p"))
-	mustOK(t, a.Reclaim("p", nil, read))
-	if !errors.Is(read.Err, ErrCancelled) {
-		t.Fatalf("cancelled READ: %v", read.Err)
+	cancel := a.cancel("p")
+	<-read.done
+	<-cancel.done
+	mustOK(t, cancel.err)
+	if !errors.Is(read.err, ErrCancelled) {
+		t.Fatalf("cancelled READ: %v", read.err)
 	}
 	if ps, _ := b.List(ctx); len(ps) != 0 {
 		t.Errorf("pipes left: %+v", ps)
@@ -572,11 +580,11 @@ func TestThrottledClientIsNotDeclaredDead(t *testing.T) {
 	// 64 KiB of pipe holds about 2,600 one-byte chunks: the rest wait, and
 	// more than maxInflight requests are in flight.
 	const n = maxInflight + 3000
-	sent := make(chan []*Call, 1)
+	sent := make(chan []*call, 1)
 	go func() {
-		calls := make([]*Call, n)
+		calls := make([]*call, n)
 		for i := range calls {
-			calls[i] = w.Go(CmdWrite, []byte("p"), []byte{byte(i)})
+			calls[i] = w.async(CmdWrite, []byte("p"), []byte{byte(i)})
 		}
 		sent <- calls
 	}()
@@ -588,7 +596,7 @@ func TestThrottledClientIsNotDeclaredDead(t *testing.T) {
 	case <-ctx.Done():
 	}
 	for got := 0; got < n; {
-		chunks, err := r.ReadBatch(ctx, "p", 16)
+		chunks, err := readBatch(ctx, r, "p", 16)
 		if err != nil {
 			t.Fatalf("reader after %d chunks: %v", got, err)
 		}
@@ -603,8 +611,8 @@ func TestThrottledClientIsNotDeclaredDead(t *testing.T) {
 		}
 	}
 	for i, c := range <-sent {
-		if <-c.Done; c.Err != nil {
-			t.Fatalf("WRITE %d: %v", i, c.Err)
+		if <-c.done; c.err != nil {
+			t.Fatalf("WRITE %d: %v", i, c.err)
 		}
 	}
 }

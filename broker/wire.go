@@ -321,6 +321,20 @@ func (w *wire) writeCommand(name string, body []byte) error {
 	return w.endMessage()
 }
 
+// writeEncoded writes a message already encoded as frames. With nothing
+// else buffered it goes to the socket as it is, without a copy.
+func (w *wire) writeEncoded(msg []byte) error {
+	if len(w.out) > 0 {
+		w.out = append(w.out, msg...)
+		return w.endMessage()
+	}
+	n, err := w.dst.Write(msg)
+	if n == len(msg) {
+		w.sent++
+	}
+	return err
+}
+
 func (w *wire) appendFrame(flags byte, body []byte) {
 	if len(body) > 255 {
 		w.out = append(w.out, flags|flagLong)
@@ -367,3 +381,47 @@ func (w *wire) takeSent() int {
 }
 
 func (w *wire) close() error { return w.nc.Close() }
+
+// batchEncoder builds one request frame by frame, so that a Writer copies
+// each chunk once, straight into the bytes that go to the socket. Every
+// frame is written with MORE set; bytes clears it on the last one.
+type batchEncoder struct {
+	buf    []byte
+	head   int // bytes of the command and pipe frames
+	last   int // offset of the last frame's flags byte
+	chunks int // chunk frames
+	size   int // chunk bytes
+}
+
+// reset starts a new message of the command for the pipe.
+func (e *batchEncoder) reset(cmd, pipe string) {
+	e.buf, e.chunks, e.size = e.buf[:0], 0, 0
+	e.frame([]byte(cmd))
+	e.frame([]byte(pipe))
+	e.head = len(e.buf)
+}
+
+// add appends one chunk frame.
+func (e *batchEncoder) add(chunk []byte) {
+	e.frame(chunk)
+	e.chunks++
+	e.size += len(chunk)
+}
+
+func (e *batchEncoder) frame(body []byte) {
+	e.last = len(e.buf)
+	if len(body) > 255 {
+		e.buf = append(e.buf, flagMore|flagLong)
+		e.buf = binary.BigEndian.AppendUint64(e.buf, uint64(len(body)))
+	} else {
+		e.buf = append(e.buf, flagMore, byte(len(body)))
+	}
+	e.buf = append(e.buf, body...)
+}
+
+// bytes returns the message, ended at its last frame. It stays valid until
+// the next reset.
+func (e *batchEncoder) bytes() []byte {
+	e.buf[e.last] &^= flagMore
+	return e.buf
+}

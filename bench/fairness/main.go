@@ -149,13 +149,16 @@ func run(ep string, trials, depth, high int, pause time.Duration) error {
 	left := int(acked) + trials - int(received.Load())
 	dctx, dcancel := context.WithTimeout(ctx, 30*time.Second)
 	defer dcancel()
+	drain := control.NewReader(dctx, pipe, broker.ReaderOptions{Max: left})
 	for left > 0 {
-		cs, err := control.ReadBatch(dctx, pipe, min(left, 65536))
-		if err != nil {
+		if _, err := drain.Next(); err != nil {
+			drain.Close()
 			return fmt.Errorf("drain (%d chunks left): %w", left, err)
 		}
-		left -= len(cs)
+		drain.Consume(1)
+		left--
 	}
+	drain.Close()
 	if err := control.ClosePipe(ctx, pipe); err != nil {
 		return err
 	}
@@ -229,32 +232,19 @@ func countAfter(ts []time.Time, t time.Time) int {
 // writeHeavy streams batches, keeping at most high chunks sent and not yet
 // read, until stop; it returns the chunks acknowledged.
 func writeHeavy(c *broker.Client, pipe string, high int64, received *atomic.Int64, room <-chan struct{}, stop <-chan struct{}) (int64, error) {
-	args := [][]byte{[]byte(pipe)}
-	for range batch {
-		args = append(args, bytes.Repeat([]byte("h"), chunkLen))
+	w, err := c.NewWriter(context.Background(), pipe, broker.WriterOptions{Batch: batch, Window: window})
+	if err != nil {
+		return 0, err
 	}
-	var (
-		inflight []*broker.Call
-		sent     int64
-		acked    int64
-	)
-	settle := func() error {
-		call := <-inflight[0].Done
-		inflight = inflight[1:]
-		if call.Err != nil {
-			return fmt.Errorf("heavy writer: %w", call.Err)
-		}
-		acked += batch
-		return nil
-	}
+	chunk := bytes.Repeat([]byte("h"), chunkLen)
 	finish := func() (int64, error) {
-		for len(inflight) > 0 {
-			if err := settle(); err != nil {
-				return acked, err
-			}
+		n, err := w.Close()
+		if err != nil {
+			err = fmt.Errorf("heavy writer: %w", err)
 		}
-		return acked, nil
+		return int64(n), err
 	}
+	var sent int64
 	for {
 		select {
 		case <-stop:
@@ -268,41 +258,47 @@ func writeHeavy(c *broker.Client, pipe string, high int64, received *atomic.Int6
 				return finish()
 			}
 		}
-		if len(inflight) == window {
-			if err := settle(); err != nil {
-				return acked, err
+		for range batch {
+			if err := w.Write(chunk); err != nil {
+				return finish()
 			}
 		}
-		inflight = append(inflight, c.Go(broker.CmdMWrite, args...))
 		sent += batch
 	}
 }
 
-// readOne READs one chunk at a time until stop, reporting every marker with
-// the times of the READs before it. A READ outstanding at stop is taken
-// back, so its chunk stays in the pipe.
+// readOne reads one chunk at a time (one MREAD of 1 in flight, none ahead)
+// until stop, reporting every marker with the times of the reads before
+// it. A read outstanding at stop is taken back, so its chunk stays in the
+// pipe.
 func readOne(c *broker.Client, pipe string, received *atomic.Int64, room chan<- struct{}, markers chan<- arrival, stop <-chan struct{}) error {
-	name := []byte(pipe)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	go func() {
+		<-stop
+		cancel()
+	}()
+	r := c.NewReader(ctx, pipe, broker.ReaderOptions{Batch: 1, Ahead: 1})
+	defer r.Close()
 	var before, after, recvd []time.Time
 	for {
+		// The request goes out inside Next: both stamps bracket it.
 		before = append(before, time.Now())
-		call := c.Go(broker.CmdRead, name)
 		after = append(after, time.Now())
-		select {
-		case <-call.Done:
-		case <-stop:
-			return c.Reclaim(pipe, nil, call)
+		chunk, err := r.Next()
+		if ctx.Err() != nil {
+			return nil
 		}
 		recvd = append(recvd, time.Now())
-		if call.Err != nil {
-			return fmt.Errorf("reader: %w", call.Err)
+		if err != nil {
+			return fmt.Errorf("reader: %w", err)
 		}
+		r.Consume(1)
 		received.Add(1)
 		select {
 		case room <- struct{}{}:
 		default:
 		}
-		chunk := call.Reply[0]
 		if id, ok := bytes.CutPrefix(chunk, []byte(marker)); ok {
 			n, err := strconv.Atoi(string(id))
 			if err != nil {

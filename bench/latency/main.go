@@ -297,13 +297,15 @@ func writeOK(ctx context.Context, e env) (*probe, error) {
 		},
 		close: func() error {
 			defer c.Close()
-			for written > 0 {
-				chunks, err := c.ReadBatch(ctx, pipe, min(written, 4096))
-				if err != nil {
+			r := c.NewReader(ctx, pipe, broker.ReaderOptions{Max: written})
+			for ; written > 0; written-- {
+				if _, err := r.Next(); err != nil {
+					r.Close()
 					return err
 				}
-				written -= len(chunks)
+				r.Consume(1)
 			}
+			r.Close()
 			return c.ClosePipe(ctx, pipe)
 		},
 	}, nil

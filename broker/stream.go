@@ -1,0 +1,450 @@
+package broker
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"strconv"
+	"sync"
+)
+
+// Streaming. A Writer and a Reader keep several batches in flight on one
+// Client, so a pipe of small chunks moves at the speed of bytes rather than
+// of round trips, and they hold the promises that make a stream a stream:
+//
+//   - A Writer sends nothing after a chunk it refuses (one over the broker's
+//     chunk limit), each MWRITE is queued all or nothing, and Close reports
+//     exactly how many chunks the broker acknowledged. Interrupted, it
+//     cancels the writes the broker has not executed, so nothing it did not
+//     count lands in the pipe later.
+//   - A Reader hands out chunks in pipe order; Close puts every chunk it
+//     took and the caller did not Consume back at the head of the pipe, in
+//     order, so a reader that stops short of SIGKILL loses nothing.
+
+// Batching defaults: a batch carries at most this many chunks and bytes.
+const (
+	DefaultBatch   = 8192
+	batchByteLimit = 1 << 20
+	defaultWindow  = 4 // MWRITEs in flight
+	defaultAhead   = 2 // MREADs in flight
+)
+
+// WriterOptions tune a Writer. Zero fields take defaults.
+type WriterOptions struct {
+	Batch  int // most chunks per MWRITE: default DefaultBatch, at most the broker's limit
+	Window int // MWRITEs in flight: default 4
+
+	// Acked, if set, is told of each batch the broker acknowledges: its
+	// chunks and their bytes. It runs in the goroutine that called Write,
+	// Flush or Close.
+	Acked func(chunks, bytes int)
+}
+
+// Writer streams chunks into one pipe. Write buffers a chunk into the next
+// batch and sends the batch when it is full; Flush sends it at once. Write
+// and Flush wait only when Window batches are unacknowledged. A Writer is
+// safe for use by two goroutines: one that writes, and one that closes it
+// (say on a signal) while the other is still writing.
+type Writer struct {
+	c    *Client
+	ctx  context.Context
+	pipe string
+
+	mu       sync.Mutex
+	opt      WriterOptions
+	maxChunk int // the broker's chunk limit
+	maxBytes int // chunk bytes per batch
+	maxCost  int // bytes plus overhead per batch, to fit the pipe's limit
+	overhead int
+	enc      batchEncoder
+	inflight []batchSent
+	given    int   // chunks given to Write
+	acked    int   // chunks the broker acknowledged
+	refused  error // a chunk Write refused: nothing after it is sent
+	err      error // the broker refused a batch, or the connection failed
+	closed   bool
+}
+
+// ChunkTooLargeError is a Writer's refusal of a chunk over the broker's
+// chunk limit. Nothing written after it is sent.
+type ChunkTooLargeError struct {
+	Pipe  string
+	Index int // the chunk's place in the stream, from 1
+	Size  int // its bytes
+	Limit int // the broker's chunk limit
+}
+
+func (e *ChunkTooLargeError) Error() string {
+	return fmt.Sprintf("write %q: %v: chunk %d has %d bytes, over the broker's limit of %d", e.Pipe, ErrTooLarge, e.Index, e.Size, e.Limit)
+}
+
+// Unwrap returns ErrTooLarge.
+func (e *ChunkTooLargeError) Unwrap() error { return ErrTooLarge }
+
+type batchSent struct {
+	call          *call
+	chunks, bytes int
+}
+
+// NewWriter starts a stream of chunks into pipe. It asks the broker for its
+// limits (once per Client), to size batches that fit them. ctx bounds the
+// Writer's waits: once it ends, Write fails and Close cancels what the
+// broker has not yet executed.
+func (c *Client) NewWriter(ctx context.Context, pipe string, opt WriterOptions) (*Writer, error) {
+	lim, err := c.Limits(ctx)
+	if err != nil {
+		return nil, wrap("write", pipe, err)
+	}
+	if opt.Batch <= 0 {
+		opt.Batch = DefaultBatch
+	}
+	opt.Batch = min(opt.Batch, lim.MaxBatch)
+	if opt.Window <= 0 {
+		opt.Window = defaultWindow
+	}
+	w := &Writer{
+		c: c, ctx: ctx, pipe: pipe, opt: opt,
+		maxChunk: lim.MaxChunk,
+		// The message carries the command and the name besides the chunks.
+		maxBytes: min(batchByteLimit, lim.MaxMessage-len(CmdMWrite)-len(pipe)),
+		// A batch costs its bytes plus an overhead per chunk against the
+		// pipe's and the broker's limits: keep several in a full pipe.
+		maxCost:  max(1, min(lim.MaxPipeBytes, lim.MaxTotalBytes)/(opt.Window+1)),
+		overhead: lim.ChunkOverhead,
+	}
+	w.enc.reset(CmdMWrite, pipe)
+	return w, nil
+}
+
+// Write adds a copy of chunk to the stream. It fails, and so does every
+// later Write, if the broker would refuse the chunk, if it refused an
+// earlier batch, or once the Writer's context has ended.
+func (w *Writer) Write(chunk []byte) error {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if err := w.usable(); err != nil {
+		return err
+	}
+	w.given++
+	if len(chunk) > w.maxChunk {
+		w.refused = &ChunkTooLargeError{Pipe: w.pipe, Index: w.given, Size: len(chunk), Limit: w.maxChunk}
+		return w.refused
+	}
+	cost := w.enc.size + len(chunk) + w.overhead*(w.enc.chunks+1)
+	if w.enc.chunks > 0 && (w.enc.size+len(chunk) > w.maxBytes || cost > w.maxCost) {
+		if err := w.send(); err != nil {
+			return err
+		}
+	}
+	w.enc.add(chunk)
+	if w.enc.chunks >= w.opt.Batch || w.enc.size >= w.maxBytes {
+		return w.send()
+	}
+	return nil
+}
+
+// Flush sends the chunks buffered so far without waiting for more, as a
+// writer should when its input goes quiet.
+func (w *Writer) Flush() error {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if err := w.usable(); err != nil {
+		return err
+	}
+	return w.send()
+}
+
+func (w *Writer) usable() error {
+	switch {
+	case w.closed:
+		return fmt.Errorf("write %q: writer closed", w.pipe)
+	case w.refused != nil:
+		return w.refused
+	case w.err != nil:
+		return w.err
+	}
+	return w.ctx.Err()
+}
+
+// send sends the buffered batch, first waiting for room in the window.
+func (w *Writer) send() error {
+	if w.enc.chunks == 0 {
+		return nil
+	}
+	for len(w.inflight) >= w.opt.Window {
+		if err := w.waitOldest(); err != nil {
+			return err
+		}
+	}
+	k := w.c.asyncEncoded(CmdMWrite, w.enc.bytes())
+	w.inflight = append(w.inflight, batchSent{call: k, chunks: w.enc.chunks, bytes: w.enc.size})
+	w.enc.reset(CmdMWrite, w.pipe)
+	// Account for whatever has been acknowledged meanwhile, without waiting.
+	for len(w.inflight) > 0 {
+		select {
+		case <-w.inflight[0].call.done:
+			w.settle()
+		default:
+			return w.err
+		}
+	}
+	return w.err
+}
+
+// waitOldest waits for the oldest batch in flight, or for the context.
+func (w *Writer) waitOldest() error {
+	select {
+	case <-w.inflight[0].call.done:
+		w.settle()
+		return w.err
+	case <-w.ctx.Done():
+		return w.ctx.Err()
+	}
+}
+
+// settle accounts for the oldest batch in flight, which has its reply.
+func (w *Writer) settle() {
+	b := w.inflight[0]
+	w.inflight = w.inflight[1:]
+	switch err := b.call.err; {
+	case err == nil:
+		w.acked += b.chunks
+		if w.opt.Acked != nil {
+			w.opt.Acked(b.chunks, b.bytes)
+		}
+	case errors.Is(err, ErrCancelled):
+		// Close cancelled it: not in the pipe, and not an error.
+	case w.err == nil:
+		w.err = wrap("write", w.pipe, err)
+		// Later batches must not land after a hole: the broker answers
+		// those it has not executed yet with "cancelled".
+		if len(w.inflight) > 0 {
+			w.c.cancel(w.pipe)
+		}
+	}
+}
+
+// Close sends what is buffered, waits until the broker has answered every
+// batch, and returns how many chunks it acknowledged: exactly those the
+// pipe received. If the Writer's context ends first, the buffered chunks
+// are dropped and the writes the broker has not executed (a write waits
+// while the pipe is full) are cancelled, so none of them lands later; the
+// count is still exact. The error is the first failure: a refused chunk, a
+// refused batch, the connection, or the context's error. Close may be
+// called more than once.
+func (w *Writer) Close() (acked int, err error) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if !w.closed {
+		w.closed = true
+		w.finish()
+	}
+	return w.acked, errors.Join(w.refused, w.err, w.ctx.Err())
+}
+
+func (w *Writer) finish() {
+	if w.err == nil && w.ctx.Err() == nil {
+		w.send()
+	}
+	for len(w.inflight) > 0 {
+		if w.waitOldest() != nil && w.ctx.Err() != nil {
+			break
+		}
+	}
+	if len(w.inflight) == 0 {
+		return
+	}
+	// Interrupted: the replies come at once after a CANCEL, or the
+	// client's timeout fails them if the broker is frozen.
+	cancel := w.c.cancel(w.pipe)
+	for len(w.inflight) > 0 {
+		<-w.inflight[0].call.done
+		w.settle()
+	}
+	<-cancel.done
+}
+
+// ReaderOptions tune a Reader. Zero fields take defaults.
+type ReaderOptions struct {
+	Batch int // most chunks per MREAD: default DefaultBatch
+	Ahead int // MREADs in flight: default 2
+	Max   int // most chunks to take from the pipe in all; 0: no limit
+}
+
+// Reader streams chunks out of one pipe, keeping MREADs in flight. A chunk
+// Next returns is taken from the pipe but not yet delivered: Consume says
+// it was, and Close gives back to the pipe every chunk not consumed. A
+// Reader is for one goroutine.
+type Reader struct {
+	c    *Client
+	ctx  context.Context
+	pipe string
+	opt  ReaderOptions
+
+	calls     []readSent // MREADs in flight, in order
+	requested int        // chunks they ask for
+	received  int        // chunks received in all
+	ready     [][]byte   // received, not handed out
+	handed    [][]byte   // handed out, not consumed
+	err       error
+	closed    bool
+	closeErr  error
+}
+
+type readSent struct {
+	call *call
+	n    int
+}
+
+// NewReader starts reading pipe. Nothing is asked of the broker until the
+// first Next or Buffered. ctx bounds the waits of Next.
+func (c *Client) NewReader(ctx context.Context, pipe string, opt ReaderOptions) *Reader {
+	if opt.Batch <= 0 {
+		opt.Batch = DefaultBatch
+	}
+	if opt.Ahead <= 0 {
+		opt.Ahead = defaultAhead
+	}
+	return &Reader{c: c, ctx: ctx, pipe: pipe, opt: opt}
+}
+
+// Next returns the next chunk, waiting while the pipe is empty. It returns
+// io.EOF once Max chunks have been taken, and the context's error if it
+// ends first. The chunk counts as taken until Consume.
+func (r *Reader) Next() ([]byte, error) {
+	for len(r.ready) == 0 {
+		if r.err != nil {
+			return nil, r.err
+		}
+		r.fill()
+		if len(r.calls) == 0 {
+			return nil, io.EOF
+		}
+		select {
+		case <-r.calls[0].call.done:
+			r.receive()
+		case <-r.ctx.Done():
+			return nil, r.ctx.Err()
+		}
+	}
+	chunk := r.ready[0]
+	r.ready[0] = nil
+	r.ready = r.ready[1:]
+	r.handed = append(r.handed, chunk)
+	return chunk, nil
+}
+
+// Buffered is how many chunks Next can return without waiting. A reader
+// that buffers its own output flushes it when this is 0.
+func (r *Reader) Buffered() int {
+	if len(r.ready) == 0 && len(r.calls) > 0 {
+		select {
+		case <-r.calls[0].call.done:
+			r.receive()
+		default:
+		}
+	}
+	return len(r.ready)
+}
+
+// Consume marks the oldest n chunks handed out by Next as delivered: Close
+// will not give them back.
+func (r *Reader) Consume(n int) {
+	n = min(n, len(r.handed))
+	clear(r.handed[:n])
+	r.handed = r.handed[n:]
+}
+
+// fill keeps Ahead MREADs in flight, never asking for more than Max.
+func (r *Reader) fill() {
+	for len(r.calls) < r.opt.Ahead {
+		n := r.opt.Batch
+		if r.opt.Max > 0 {
+			n = min(n, r.opt.Max-r.received-r.requested)
+		}
+		if n <= 0 {
+			return
+		}
+		k := r.c.async(CmdMRead, []byte(r.pipe), []byte(strconv.Itoa(n)))
+		r.calls = append(r.calls, readSent{call: k, n: n})
+		r.requested += n
+	}
+}
+
+// receive takes the oldest MREAD's reply, which has come.
+func (r *Reader) receive() {
+	s := r.calls[0]
+	r.calls = r.calls[1:]
+	r.requested -= s.n
+	if s.call.err != nil {
+		r.err = wrap("read", r.pipe, s.call.err)
+		return
+	}
+	r.received += len(s.call.reply)
+	r.ready = s.call.reply
+	// No new MREAD here: Next sends one when this batch is handed out, so
+	// a Reader with Ahead 1 never takes a chunk before the last is used.
+}
+
+// Close stops reading. Every chunk taken and not consumed goes back to the
+// head of the pipe, in the order it came: those handed out, those received
+// and not handed out, and those the MREADs in flight bring (they are
+// cancelled first). It waits at most the client's timeout for a silent
+// broker. Close may be called more than once.
+func (r *Reader) Close() error {
+	if r.closed {
+		return r.closeErr
+	}
+	r.closed = true
+	back := append(r.handed, r.ready...)
+	r.handed, r.ready = nil, nil
+	var err error
+	if len(r.calls) > 0 {
+		cancel := r.c.cancel(r.pipe)
+		for _, s := range r.calls {
+			<-s.call.done
+			if s.call.err == nil {
+				back = append(back, s.call.reply...)
+			}
+		}
+		r.calls = nil
+		<-cancel.done
+		err = wrap("cancel", r.pipe, cancel.err)
+	}
+	if len(back) > 0 {
+		err = errors.Join(err, r.giveBack(back))
+	}
+	r.closeErr = err
+	return err
+}
+
+// giveBack puts chunks back at the head of the pipe in as few UNREADs as
+// the broker's limits allow, sent last part first so that the parts line
+// up in order.
+func (r *Reader) giveBack(chunks [][]byte) error {
+	lim, err := r.c.Limits(context.Background())
+	if err != nil {
+		return wrap("unread", r.pipe, err)
+	}
+	var parts [][][]byte
+	for start := 0; start < len(chunks); {
+		end, size := start, 0
+		for end < len(chunks) && end-start < lim.MaxBatch &&
+			(end == start || size+len(chunks[end]) <= lim.MaxMessage-len(CmdUnread)-len(r.pipe)) {
+			size += len(chunks[end])
+			end++
+		}
+		parts = append(parts, chunks[start:end])
+		start = end
+	}
+	calls := make([]*call, 0, len(parts))
+	for i := len(parts) - 1; i >= 0; i-- {
+		calls = append(calls, r.c.async(CmdUnread, append([][]byte{[]byte(r.pipe)}, parts[i]...)...))
+	}
+	for _, k := range calls {
+		<-k.done
+		err = errors.Join(err, k.err)
+	}
+	return wrap("unread", r.pipe, err)
+}
