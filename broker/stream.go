@@ -288,6 +288,7 @@ type Reader struct {
 	ready     [][]byte   // received, not handed out
 	handed    [][]byte   // handed out, not consumed
 	err       error
+	sized     bool // Batch fits the broker's limits
 	closed    bool
 	closeErr  error
 }
@@ -317,7 +318,9 @@ func (r *Reader) Next() ([]byte, error) {
 		if r.err != nil {
 			return nil, r.err
 		}
-		r.fill()
+		if r.fill(); r.err != nil {
+			return nil, r.err
+		}
 		if len(r.calls) == 0 {
 			return nil, io.EOF
 		}
@@ -356,8 +359,18 @@ func (r *Reader) Consume(n int) {
 	r.handed = r.handed[n:]
 }
 
-// fill keeps Ahead MREADs in flight, never asking for more than Max.
+// fill keeps Ahead MREADs in flight, never asking for more than Max, nor
+// for more per MREAD than the broker takes.
 func (r *Reader) fill() {
+	if !r.sized {
+		lim, err := r.c.Limits(r.ctx)
+		if err != nil {
+			r.err = wrap("read", r.pipe, err)
+			return
+		}
+		r.opt.Batch = min(r.opt.Batch, lim.MaxBatch)
+		r.sized = true
+	}
 	for len(r.calls) < r.opt.Ahead {
 		n := r.opt.Batch
 		if r.opt.Max > 0 {
