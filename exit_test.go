@@ -7,7 +7,9 @@ import (
 	"crypto/rand"
 	"encoding/hex"
 	"errors"
+	"fmt"
 	"io"
+	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -31,11 +33,15 @@ func zpipesBin(t *testing.T) string {
 }
 
 // startBroker runs a broker in-process on a fresh endpoint.
-func startBroker(t *testing.T) (*broker.Server, *broker.Client) {
+func startBroker(t *testing.T, cfgs ...func(*broker.Config)) (*broker.Server, *broker.Client) {
 	t.Helper()
 	b := make([]byte, 8)
 	rand.Read(b)
-	s, err := broker.Listen(broker.Config{Endpoint: "ipc://@zpipes-test-" + hex.EncodeToString(b)})
+	cfg := broker.Config{Endpoint: "ipc://@zpipes-test-" + hex.EncodeToString(b)}
+	for _, f := range cfgs {
+		f(&cfg)
+	}
+	s, err := broker.Listen(cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -298,5 +304,126 @@ func TestInteropWithServeCommand(t *testing.T) {
 	t.Logf("interop.py:\n%s", out)
 	if err != nil {
 		t.Fatalf("interop.py against zpipes serve: %v", err)
+	}
+}
+
+// smallPipe makes a broker whose pipes fill after a few hundred short lines.
+func smallPipe(c *broker.Config) {
+	c.Limits = broker.DefaultLimits
+	c.Limits.MaxChunk = 1000
+	c.MaxPipeBytes, c.MaxTotalBytes = 16<<10, 16<<10
+}
+
+// A writer blocked on a full pipe stops at the first SIGINT or SIGTERM, says
+// exactly how many chunks the pipe received, releases its open, and nothing
+// it sent lands afterwards.
+func TestWriterBlockedOnFullPipeStopsOnSignal(t *testing.T) {
+	for _, tc := range []struct {
+		sig  syscall.Signal
+		code int
+		args []string
+	}{
+		{syscall.SIGINT, 130, []string{"cat", "-w", "p"}},
+		{syscall.SIGTERM, 143, []string{"cat", "-w", "p"}},
+		{syscall.SIGTERM, 143, append([]string{"write", "p"}, strings.Split(strings.Repeat(strings.Repeat("w", 100)+" ", 500), " ")...)},
+	} {
+		t.Run(tc.args[0]+"-"+tc.sig.String(), func(t *testing.T) {
+			s, c := startBroker(t, smallPipe)
+			cmd := exec.Command(zpipesBin(t), append([]string{"-e", s.Endpoint()}, tc.args...)...)
+			stdin, err := cmd.StdinPipe()
+			if err != nil {
+				t.Fatal(err)
+			}
+			var stderr bytes.Buffer
+			cmd.Stderr = &stderr
+			if err := cmd.Start(); err != nil {
+				t.Fatal(err)
+			}
+			go func() {
+				// Far more than the pipe holds; stdin stays open after.
+				for i := range 5000 {
+					if _, err := fmt.Fprintf(stdin, "%0100d\n", i); err != nil {
+						return
+					}
+				}
+			}()
+			waitList(t, c, "a blocked write", func(ps []broker.PipeInfo) bool { return len(ps) == 1 && ps[0].Blocked == 1 })
+			cmd.Process.Signal(tc.sig)
+			code := exitCode(t, cmd.Wait())
+			stdin.Close()
+			if code != tc.code {
+				t.Fatalf("exit %d, want %d; stderr: %s", code, tc.code, stderr.String())
+			}
+			var n int
+			if _, err := fmt.Sscanf(stderr.String()[strings.Index(stderr.String(), "interrupted: "):], "interrupted: %d chunks written", &n); err != nil || strings.Count(stderr.String(), "\n") != 1 {
+				t.Fatalf("stderr %q, want one line with the count written", stderr.String())
+			}
+			waitList(t, c, "the pipe closed and unblocked", func(ps []broker.PipeInfo) bool {
+				return len(ps) == 1 && ps[0].Opens == 0 && ps[0].Blocked == 0
+			})
+			if got := drain(t, c, "p"); len(got) != n {
+				t.Fatalf("the pipe holds %d chunks, the writer said %d", len(got), n)
+			}
+			// Room now: a write the broker still held back would land.
+			if err := c.Open(context.Background(), "p"); err != nil {
+				t.Fatal(err)
+			}
+			if ps, err := c.List(context.Background()); err != nil || ps[0].Chunks != 0 {
+				t.Fatalf("after draining: %+v, %v", ps, err)
+			}
+		})
+	}
+}
+
+// read interrupted while it waits says so in words, without the library's
+// "context canceled".
+func TestReadInterruptedSaysSo(t *testing.T) {
+	s, c := startBroker(t)
+	cmd := exec.Command(zpipesBin(t), "-e", s.Endpoint(), "read", "p")
+	var stderr bytes.Buffer
+	cmd.Stderr = &stderr
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	waitReader(t, c, "p")
+	cmd.Process.Signal(syscall.SIGINT)
+	if code := exitCode(t, cmd.Wait()); code != 130 {
+		t.Fatalf("exit %d, want 130; stderr: %s", code, stderr.String())
+	}
+	if got := stderr.String(); got != "zpipes: read \"p\": interrupted after 0 chunks\n" {
+		t.Fatalf("stderr %q", got)
+	}
+}
+
+// Something that accepts connections and never answers (a broker stopped
+// with SIGSTOP, say) is broker trouble: exit 3, one line that says what to
+// check, no library internals.
+func TestFrozenBrokerExits3(t *testing.T) {
+	b := make([]byte, 8)
+	rand.Read(b)
+	ep := "ipc://@zpipes-test-frozen-" + hex.EncodeToString(b)
+	ln, err := net.Listen("unix", strings.TrimPrefix(ep, "ipc://"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	go func() {
+		for {
+			nc, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			defer nc.Close() // held open, never answered
+		}
+	}()
+	cmd := exec.Command(zpipesBin(t), "-e", ep, "--timeout", "300ms", "ls")
+	var stderr bytes.Buffer
+	cmd.Stderr = &stderr
+	if code := exitCode(t, cmd.Run()); code != 3 {
+		t.Fatalf("exit %d, want 3; stderr: %s", code, stderr.String())
+	}
+	got := stderr.String()
+	if !strings.Contains(got, "did not answer within 300ms (is it stopped?)") || strings.Contains(got, "zmq4") || strings.Count(got, "\n") != 1 {
+		t.Fatalf("stderr %q", got)
 	}
 }
