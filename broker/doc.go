@@ -5,8 +5,10 @@
 // of connections write to it; at most one waits to read from it at a time.
 // Each writing connection has its own FIFO in the pipe, and reads take one
 // chunk per writer in turn, so a light writer's chunk is served within one
-// round however much a heavy writer has queued. Chunks a reader gives back
-// (UNREAD) go ahead of all of them. A pipe exists while its open count
+// round however much a heavy writer has queued. A writer that starts after
+// another has finished (CLOSEd the pipe or disconnected) is served after
+// all of that writer's chunks, so writers that run one after another keep
+// their order. Chunks a reader gives back (UNREAD) go ahead of all of them. A pipe exists while its open count
 // (OPENs minus CLOSEs, whoever sent them) is above zero or it holds chunks;
 // then it is removed. Chunks outlive the connections that wrote them, not
 // the broker process.
@@ -25,7 +27,12 @@
 // every peer behind one that stops reading, reports no disconnects and
 // handshakes inside its accept loop.
 //
-// Inside the broker one goroutine owns every pipe and queue (state.loop);
+// Inside the broker one goroutine owns every pipe and queue (core.loop);
 // each connection has a reader and a writer goroutine that talk to it
 // through channels and a non-blocking outbox.
+//
+// The client side is Client, one connection, with Writer and Reader for
+// streams (stream.go): they keep batches in flight and hold the promises a
+// stream needs — nothing sent after a refused chunk, an exact count of what
+// the pipe received, and every chunk taken and not consumed given back.
 package broker

@@ -35,7 +35,7 @@ const (
 // whole batches of messages per syscall. That is what lets the
 // broker see every disconnect, bound every read, never block one peer on
 // another's socket, and coalesce many small frames into one syscall — the
-// things zmq4's own sockets cannot do (see shared/notes/zmq4.md).
+// things zmq4's own sockets cannot do (see docs/zmq4.md).
 //
 // Reads and writes may run in two goroutines; neither side is safe for
 // concurrent use by more than one goroutine.
