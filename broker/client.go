@@ -117,7 +117,7 @@ func (c *Client) fail(err error) {
 		c.mu.Unlock()
 		return
 	}
-	c.err = fmt.Errorf("%w: broker at %s: %s", ErrConnLost, c.endpoint, lossReason(err))
+	c.err = &troubleError{kind: ErrConnLost, msg: fmt.Sprintf("connection to the broker at %s lost: %s", c.endpoint, lossReason(err))}
 	calls := c.calls
 	c.calls = nil
 	c.mu.Unlock()
@@ -366,13 +366,23 @@ var errClientClosed = errors.New("client closed")
 // connection on us, most likely because we are not its user.
 func handshakeError(nc *net.UnixConn, endpoint string, timeout time.Duration, err error) error {
 	if errors.Is(err, os.ErrDeadlineExceeded) {
-		return fmt.Errorf("%w: the broker at %s did not answer within %v (is it stopped?)", ErrNoAnswer, endpoint, timeout)
+		return &troubleError{kind: ErrNoAnswer, msg: fmt.Sprintf("the broker at %s did not answer within %v (is it stopped?)", endpoint, timeout)}
 	}
 	if uid, ok := peerUID(nc); ok && uid != os.Getuid() {
-		return fmt.Errorf("%w: the broker at %s belongs to uid %d and does not accept us: set ZPIPES_ENDPOINT (or -e) to a broker of your own", ErrRefused, endpoint, uid)
+		return &troubleError{kind: ErrRefused, msg: fmt.Sprintf("the broker at %s belongs to uid %d and does not accept us: set ZPIPES_ENDPOINT (or -e) to a broker of your own", endpoint, uid)}
 	}
-	return fmt.Errorf("%w: the broker at %s closed the connection during the handshake (is it at its connection limit?)", ErrRefused, endpoint)
+	return &troubleError{kind: ErrRefused, msg: fmt.Sprintf("the broker at %s closed the connection during the handshake (is it at its connection limit?)", endpoint)}
 }
+
+// troubleError says in a sentence of its own what went wrong with the
+// broker, and unwraps to the sentinel for errors.Is.
+type troubleError struct {
+	kind error
+	msg  string
+}
+
+func (e *troubleError) Error() string { return e.msg }
+func (e *troubleError) Unwrap() error { return e.kind }
 
 // peerUID is the uid of the process at the other end of a Unix socket.
 func peerUID(nc *net.UnixConn) (int, bool) {
