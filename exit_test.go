@@ -175,18 +175,41 @@ func TestReaderWithClosedStdoutGivesChunksBack(t *testing.T) {
 	}
 }
 
-func TestWriterInterruptedReportsWhatItWrote(t *testing.T) {
-	s, c := startBroker(t)
-	cmd := exec.Command(zpipesBin(t), "-e", s.Endpoint(), "cat", "-w", "p")
+// startWriter starts zpipes with args against the broker and a pipe to its
+// stdin; stderr collects what it says.
+func startWriter(t *testing.T, s *broker.Server, args ...string) (cmd *exec.Cmd, stdin io.WriteCloser, stderr *bytes.Buffer) {
+	t.Helper()
+	cmd = exec.Command(zpipesBin(t), append([]string{"-e", s.Endpoint()}, args...)...)
 	stdin, err := cmd.StdinPipe()
 	if err != nil {
 		t.Fatal(err)
 	}
-	var stderr bytes.Buffer
-	cmd.Stderr = &stderr
+	stderr = new(bytes.Buffer)
+	cmd.Stderr = stderr
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
+	return cmd, stdin, stderr
+}
+
+// needPython skips the test without /usr/bin/python3 and pyzmq, except
+// under CI, where it fails.
+func needPython(t *testing.T) string {
+	t.Helper()
+	const python = "/usr/bin/python3"
+	if out, err := exec.Command(python, "-c", "import zmq").CombinedOutput(); err != nil {
+		msg := "needs " + python + " with zmq (apt-get install python3-zmq): " + strings.TrimSpace(string(out))
+		if os.Getenv("CI") != "" {
+			t.Fatal(msg)
+		}
+		t.Skip(msg)
+	}
+	return python
+}
+
+func TestWriterInterruptedReportsWhatItWrote(t *testing.T) {
+	s, c := startBroker(t)
+	cmd, stdin, stderr := startWriter(t, s, "cat", "-w", "p")
 	io.WriteString(stdin, "1\n2\n3\n")
 	// Once the broker holds all three, interrupt; stdin stays open.
 	waitList(t, c, "3 chunks", func(ps []broker.PipeInfo) bool { return len(ps) == 1 && ps[0].Chunks == 3 })
@@ -265,14 +288,7 @@ func TestReaderFlushesWhenPipeIsIdle(t *testing.T) {
 // The libzmq interoperability script of the broker package, against the
 // real `zpipes serve` process rather than a broker in the test's process.
 func TestInteropWithServeCommand(t *testing.T) {
-	const python = "/usr/bin/python3"
-	if out, err := exec.Command(python, "-c", "import zmq").CombinedOutput(); err != nil {
-		msg := "needs " + python + " with zmq (apt-get install python3-zmq): " + strings.TrimSpace(string(out))
-		if os.Getenv("CI") != "" {
-			t.Fatal(msg)
-		}
-		t.Skip(msg)
-	}
+	python := needPython(t)
 	b := make([]byte, 8)
 	rand.Read(b)
 	ep := "ipc://@zpipes-test-" + hex.EncodeToString(b)
@@ -329,16 +345,7 @@ func TestWriterBlockedOnFullPipeStopsOnSignal(t *testing.T) {
 	} {
 		t.Run(tc.args[0]+"-"+tc.sig.String(), func(t *testing.T) {
 			s, c := startBroker(t, smallPipe)
-			cmd := exec.Command(zpipesBin(t), append([]string{"-e", s.Endpoint()}, tc.args...)...)
-			stdin, err := cmd.StdinPipe()
-			if err != nil {
-				t.Fatal(err)
-			}
-			var stderr bytes.Buffer
-			cmd.Stderr = &stderr
-			if err := cmd.Start(); err != nil {
-				t.Fatal(err)
-			}
+			cmd, stdin, stderr := startWriter(t, s, tc.args...)
 			go func() {
 				// Far more than the pipe holds; stdin stays open after.
 				for i := range 5000 {

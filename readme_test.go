@@ -12,14 +12,7 @@ import (
 // The README's Python example runs as written, with ZPIPES_ENDPOINT
 // pointing it at a broker of the test's own.
 func TestReadmePythonExampleRuns(t *testing.T) {
-	const python = "/usr/bin/python3"
-	if out, err := exec.Command(python, "-c", "import zmq").CombinedOutput(); err != nil {
-		msg := "needs " + python + " with zmq (apt-get install python3-zmq): " + strings.TrimSpace(string(out))
-		if os.Getenv("CI") != "" {
-			t.Fatal(msg)
-		}
-		t.Skip(msg)
-	}
+	python := needPython(t)
 	readme, err := os.ReadFile("README.md")
 	if err != nil {
 		t.Fatal(err)

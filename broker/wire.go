@@ -335,14 +335,17 @@ func (w *wire) writeEncoded(msg []byte) error {
 	return err
 }
 
-func (w *wire) appendFrame(flags byte, body []byte) {
+func (w *wire) appendFrame(flags byte, body []byte) { w.out = appendFrame(w.out, flags, body) }
+
+// appendFrame appends one ZMTP frame, header and body, to buf.
+func appendFrame(buf []byte, flags byte, body []byte) []byte {
 	if len(body) > 255 {
-		w.out = append(w.out, flags|flagLong)
-		w.out = binary.BigEndian.AppendUint64(w.out, uint64(len(body)))
+		buf = append(buf, flags|flagLong)
+		buf = binary.BigEndian.AppendUint64(buf, uint64(len(body)))
 	} else {
-		w.out = append(w.out, flags, byte(len(body)))
+		buf = append(buf, flags, byte(len(body)))
 	}
-	w.out = append(w.out, body...)
+	return append(buf, body...)
 }
 
 func (w *wire) endMessage() error {
@@ -410,13 +413,7 @@ func (e *batchEncoder) add(chunk []byte) {
 
 func (e *batchEncoder) frame(body []byte) {
 	e.last = len(e.buf)
-	if len(body) > 255 {
-		e.buf = append(e.buf, flagMore|flagLong)
-		e.buf = binary.BigEndian.AppendUint64(e.buf, uint64(len(body)))
-	} else {
-		e.buf = append(e.buf, flagMore, byte(len(body)))
-	}
-	e.buf = append(e.buf, body...)
+	e.buf = appendFrame(e.buf, flagMore, body)
 }
 
 // bytes returns the message, ended at its last frame. It stays valid until
