@@ -5,6 +5,9 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
 	"strings"
 	"sync"
 	"syscall"
@@ -93,6 +96,19 @@ func TestStalledHandshakeIsClosedAfterHandshakeTimeout(t *testing.T) {
 	_, err = nc.Write(g[:len(g)-1])
 	mustOK(t, err)
 	closedByBroker(t, nc)
+}
+
+// Trap: a connection that never sends its greeting must not hold up others
+// (zmq4's own accept loop handshakes inline).
+func TestSilentConnectionDoesNotBlockOthers(t *testing.T) {
+	s := startServer(t)
+	for range 3 {
+		nc, err := dialUnix(s.Endpoint())
+		mustOK(t, err)
+		defer nc.Close()
+	}
+	c := dialT(t, s)
+	mustOK(t, c.Open(testCtx(t), "p"))
 }
 
 func TestHandshakeTimeoutsAreSummarisedInLog(t *testing.T) {
@@ -188,4 +204,52 @@ func TestDefaultMaxConnsLeavesFileDescriptorsToSpare(t *testing.T) {
 	if n := DefaultMaxConns(); uint64(n) >= lim.Cur {
 		t.Fatalf("DefaultMaxConns() = %d with a limit of %d descriptors", n, lim.Cur)
 	}
+}
+
+// A client run as another user is refused unless that user is allowed.
+func TestOtherUsersAreRefused(t *testing.T) {
+	if os.Getuid() != 0 {
+		t.Skip("running a client as another user needs root (CI runs as root)")
+	}
+	// The test binary must be executable by the other user.
+	dir, err := os.MkdirTemp("", "zpipes-uid-")
+	mustOK(t, err)
+	defer os.RemoveAll(dir)
+	mustOK(t, os.Chmod(dir, 0o755))
+	bin := filepath.Join(dir, "broker.test")
+	copyFile(t, os.Args[0], bin)
+	const nobody = 65534
+	run := func(ep string) (int, string) {
+		cmd := exec.Command(bin, "-test.run=^$")
+		cmd.Env = append(os.Environ(), "ZPIPES_TEST_DIAL="+ep)
+		cmd.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: nobody, Gid: nobody}}
+		out, err := cmd.Output()
+		var ee *exec.ExitError
+		if errors.As(err, &ee) {
+			return ee.ExitCode(), string(out)
+		}
+		mustOK(t, err)
+		return 0, string(out)
+	}
+	s := startServer(t)
+	// The refused client learns whose broker it is and what to do.
+	if code, out := run(s.Endpoint()); code != 5 || !strings.Contains(out, fmt.Sprintf("belongs to uid %d", os.Getuid())) || !strings.Contains(out, "ZPIPES_ENDPOINT") {
+		t.Fatalf("client as uid %d: exit %d (%s), want refused", nobody, code, out)
+	}
+	allowed := startServer(t, func(c *Config) { c.AllowUIDs = []int{nobody} })
+	if code, out := run(allowed.Endpoint()); code != 0 {
+		t.Fatalf("allowed uid %d: exit %d (%s)", nobody, code, out)
+	}
+}
+
+func copyFile(t *testing.T, from, to string) {
+	t.Helper()
+	src, err := os.Open(from)
+	mustOK(t, err)
+	defer src.Close()
+	dst, err := os.OpenFile(to, os.O_CREATE|os.O_WRONLY, 0o755)
+	mustOK(t, err)
+	_, err = io.Copy(dst, src)
+	mustOK(t, err)
+	mustOK(t, dst.Close())
 }

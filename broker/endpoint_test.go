@@ -6,6 +6,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"golang.org/x/sys/unix"
 )
@@ -69,5 +70,42 @@ func TestNonSocketFileAtEndpointIsRefused(t *testing.T) {
 				t.Fatal("the file at the path was replaced")
 			}
 		})
+	}
+}
+
+func TestSecondBrokerOnSameEndpointFails(t *testing.T) {
+	s := startServer(t)
+	_, err := Listen(Config{Endpoint: s.Endpoint()})
+	if !errors.Is(err, ErrInUse) {
+		t.Fatalf("second Listen: %v, want ErrInUse", err)
+	}
+}
+
+func TestFilesystemEndpoint(t *testing.T) {
+	path := t.TempDir() + "/broker.sock"
+	ep := "ipc://" + path
+	// A stale socket file from a crashed broker is replaced.
+	stale, err := Listen(Config{Endpoint: ep})
+	mustOK(t, err)
+	stale.ln.SetUnlinkOnClose(false)
+	stale.Close()
+	s := startServer(t, func(c *Config) { c.Endpoint = ep })
+	fi, err := os.Stat(path)
+	mustOK(t, err)
+	if fi.Mode().Perm() != 0o600 {
+		t.Fatalf("socket mode %v, want 0600", fi.Mode().Perm())
+	}
+	c := dialT(t, s)
+	mustOK(t, c.Open(testCtx(t), "p"))
+}
+
+func TestNoBrokerFailsFast(t *testing.T) {
+	start := time.Now()
+	_, err := Dial(testCtx(t), testEndpoint())
+	if !errors.Is(err, ErrNoBroker) || !strings.Contains(err.Error(), "zpipes serve") {
+		t.Fatalf("dial with no broker: %v", err)
+	}
+	if d := time.Since(start); d > 5*time.Second {
+		t.Fatalf("dial took %v", d)
 	}
 }

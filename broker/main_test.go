@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"net"
 	"os"
+	"runtime"
 	"strconv"
 	"testing"
 	"time"
@@ -42,6 +43,12 @@ func (w tlogWriter) Write(p []byte) (int, error) {
 	return len(p), nil
 }
 
+// quietLogger passes only warnings and errors to the test log: garbage
+// makes the broker log every bad request.
+func quietLogger(t testing.TB) *slog.Logger {
+	return slog.New(slog.NewTextHandler(tlogWriter{t}, &slog.HandlerOptions{Level: slog.LevelWarn}))
+}
+
 // startServer runs a broker on its own endpoint for the test's duration.
 func startServer(t testing.TB, cfgs ...func(*Config)) *Server {
 	t.Helper()
@@ -73,6 +80,67 @@ func testCtx(t testing.TB) context.Context {
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	t.Cleanup(cancel)
 	return ctx
+}
+
+func mustOK(t testing.TB, err error) {
+	t.Helper()
+	if err != nil {
+		t.Fatal(err)
+	}
+}
+
+// waitFor polls LIST until cond holds: the broker's state is the event.
+func waitFor(t testing.TB, c *Client, cond func([]PipeInfo) bool) []PipeInfo {
+	t.Helper()
+	ctx := testCtx(t)
+	for {
+		ps, err := c.List(ctx)
+		mustOK(t, err)
+		if cond(ps) {
+			return ps
+		}
+		select {
+		case <-ctx.Done():
+			t.Fatalf("condition never held; last LIST: %+v", ps)
+		case <-time.After(time.Millisecond):
+		}
+	}
+}
+
+// settle polls cond until it holds, failing the test after d.
+func settle(t testing.TB, d time.Duration, what string, cond func() (bool, string)) {
+	t.Helper()
+	deadline := time.Now().Add(d)
+	wait := time.Millisecond
+	for {
+		ok, state := cond()
+		if ok {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%s never settled: %s", what, state)
+		}
+		time.Sleep(wait) // polling an outcome, not ordering events
+		wait = min(2*wait, 50*time.Millisecond)
+	}
+}
+
+// heapInuse is the heap in use after a full collection.
+func heapInuse() uint64 {
+	runtime.GC()
+	var ms runtime.MemStats
+	runtime.ReadMemStats(&ms)
+	return ms.HeapInuse
+}
+
+// assertNoPipes checks that every pipe is gone: all closed and drained.
+func assertNoPipes(t *testing.T, c *Client) {
+	t.Helper()
+	ps, err := c.List(testCtx(t))
+	mustOK(t, err)
+	if len(ps) != 0 {
+		t.Fatalf("pipes left: %+v", ps)
+	}
 }
 
 // rawPeer is a ZMTP peer driven frame by frame, for what Client never sends.

@@ -1,7 +1,6 @@
 package broker
 
 import (
-	"errors"
 	"fmt"
 	"slices"
 	"testing"
@@ -171,46 +170,5 @@ func TestWriterAfterCloseIsReadAfter(t *testing.T) {
 	}
 	if got := readAll(t, r, "q", 6); !slices.Equal(got, []string{"1", "2", "3", "4", "5", "6"}) {
 		t.Fatalf("read %v", got)
-	}
-}
-
-// CANCEL answers "cancelled" to this connection's writes that wait for room,
-// and the pipe does not take them afterwards.
-func TestCancelStopsAWriteWaitingForRoom(t *testing.T) {
-	s := startServer(t, func(c *Config) {
-		c.Limits = DefaultLimits
-		c.Limits.MaxChunk = 100
-		c.MaxPipeBytes, c.MaxTotalBytes = 200, 200
-	})
-	w, watch := dialT(t, s), dialT(t, s)
-	ctx := testCtx(t)
-	mustOK(t, w.Open(ctx, "p"))
-	mustOK(t, w.Write(ctx, "p", make([]byte, 100)))
-	late := w.async(CmdWrite, []byte("p"), make([]byte, 100)) // no room
-	waitFor(t, watch, func(ps []PipeInfo) bool { return len(ps) == 1 && ps[0].Blocked == 1 })
-	cancel := w.cancel("p")
-	<-late.done
-	<-cancel.done
-	mustOK(t, cancel.err)
-	if !errors.Is(late.err, ErrCancelled) {
-		t.Fatalf("blocked WRITE after CANCEL: %v, want ErrCancelled", late.err)
-	}
-	readAll(t, watch, "p", 1)
-	if ps, err := watch.List(ctx); err != nil || len(ps) != 1 || ps[0].Chunks != 0 {
-		t.Fatalf("pipe after the cancelled write: %+v, %v", ps, err)
-	}
-}
-
-func TestLimitsReportsWhatTheBrokerAccepts(t *testing.T) {
-	s := startServer(t, func(c *Config) {
-		c.Limits = Limits{MaxName: 100, MaxChunk: 5000, MaxBatch: 10}
-		c.MaxPipeBytes, c.MaxTotalBytes = 1<<20, 2<<20
-	})
-	got, err := dialT(t, s).Limits(testCtx(t))
-	mustOK(t, err)
-	want := BrokerLimits{MaxName: 100, MaxChunk: 5000, MaxBatch: 10, MaxMessage: minBatchBytes + 100 + 1024,
-		MaxPipeBytes: 1 << 20, MaxTotalBytes: 2 << 20, ChunkOverhead: chunkOverhead}
-	if got != want {
-		t.Fatalf("LIMITS: %+v, want %+v", got, want)
 	}
 }

@@ -109,16 +109,6 @@ func TestSelfTestThreeClients(t *testing.T) {
 	})
 }
 
-// assertNoPipes checks that every pipe is gone: all closed and drained.
-func assertNoPipes(t *testing.T, c *Client) {
-	t.Helper()
-	ps, err := c.List(testCtx(t))
-	mustOK(t, err)
-	if len(ps) != 0 {
-		t.Fatalf("pipes left: %+v", ps)
-	}
-}
-
 // TestSelfTestPitcherCatcher has a pitcher write numbered chunks into one
 // pipe while a catcher reads them: every chunk arrives exactly once, in
 // order, whether the catcher takes one chunk per READ or batches with MREAD.
