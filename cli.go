@@ -162,15 +162,16 @@ func errLine(err error) string { return strings.ReplaceAll(err.Error(), "\n", ";
 // fn returns: client commands hold the pipe only while they use it.
 func (a *app) withPipe(pipe string, fn func(c *broker.Client) error) error {
 	return a.withClient(func(c *broker.Client) error {
-		if err := c.Open(a.ctx, pipe); err != nil {
+		// A hold, not an OPEN: if this process dies, its open dies with it.
+		if err := c.Hold(a.ctx, pipe); err != nil {
 			return err
 		}
 		err := fn(c)
 		if errors.Is(err, broker.ErrConnLost) {
 			return err // nobody is there to CLOSE to
 		}
-		// Close even when interrupted: the open count belongs to the pipe, so
-		// a missed CLOSE would keep it forever.
+		// Close even when interrupted, so the pipe can go away at once
+		// rather than when the connection ends.
 		ctx, cancel := context.WithTimeout(context.Background(), a.timeout)
 		defer cancel()
 		return errors.Join(err, c.ClosePipe(ctx, pipe))

@@ -265,7 +265,18 @@ func (c *Client) Open(ctx context.Context, pipe string) error {
 	return wrap("open", pipe, err)
 }
 
-// ClosePipe takes one from the pipe's open count.
+// Hold adds one to the pipe's open count for as long as this connection
+// lasts, creating the pipe if needed: ClosePipe ends it, and so does the
+// connection's end, however it ends. Commands that use a pipe for a while
+// hold it rather than Open it, so a process killed by SIGKILL does not
+// leave it open for good.
+func (c *Client) Hold(ctx context.Context, pipe string) error {
+	_, err := c.do(ctx, CmdHold, []byte(pipe))
+	return wrap("open", pipe, err)
+}
+
+// ClosePipe takes one from the pipe's open count (ending one of this
+// connection's holds first, if it has any).
 func (c *Client) ClosePipe(ctx context.Context, pipe string) error {
 	_, err := c.do(ctx, CmdClose, []byte(pipe))
 	return wrap("close", pipe, err)

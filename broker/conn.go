@@ -173,6 +173,8 @@ type conn struct {
 	tasks   []*task            // requests not yet answered, in order
 	waiting *pipe              // the pipe the head request waits on, if any
 	writes  map[*pipe]struct{} // pipes it has written to and not closed
+	held    map[*pipe]*fifo    // chunks it TOOK and has not ACKed, by pipe
+	holds   map[*pipe]int      // its HOLDs: opens that end with it
 	gone    bool
 }
 

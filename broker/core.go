@@ -3,6 +3,7 @@ package broker
 import (
 	"context"
 	"encoding/json"
+	"fmt"
 	"log/slog"
 	"runtime/debug"
 	"slices"
@@ -177,13 +178,19 @@ func (co *core) exec(c *conn, t *task) (reply, bool) {
 		return co.list(), true
 	case CmdLimits:
 		return co.limits(), true
-	case CmdOpen:
+	case CmdOpen, CmdHold:
 		p := co.pipes[req.Pipe]
 		if p == nil {
 			p = newPipe(req.Pipe)
 			co.pipes[req.Pipe] = p
 		}
 		p.opens++
+		if req.Cmd == CmdHold {
+			if c.holds == nil {
+				c.holds = make(map[*pipe]int)
+			}
+			c.holds[p]++
+		}
 		return okReply, true
 	case CmdCancel:
 		return okReply, true
@@ -205,14 +212,62 @@ func (co *core) exec(c *conn, t *task) (reply, bool) {
 			return co.fail(c, req, ErrNotOpen), true
 		}
 		p.opens--
+		if c.holds[p] > 0 { // CLOSE ends this connection's own HOLD first
+			if c.holds[p]--; c.holds[p] == 0 {
+				delete(c.holds, p)
+			}
+		}
 		co.finish(c, p)
 		co.removeIfUnused(p)
 		return okReply, true
 	case CmdWrite, CmdMWrite:
 		return co.write(c, p, req)
-	default: // READ, MREAD
+	case CmdAck:
+		return co.ack(c, p, req)
+	case CmdNack:
+		co.giveBackHeld(c, p)
+		return okReply, true
+	default: // READ, MREAD, TAKE
 		return co.read(c, p, req)
 	}
+}
+
+// ack consumes the oldest chunks the connection holds from the pipe.
+func (co *core) ack(c *conn, p *pipe, req *Request) (reply, bool) {
+	h := c.held[p]
+	if h == nil || h.len() < req.Max {
+		held := 0
+		if h != nil {
+			held = h.len()
+		}
+		return co.fail(c, req, fmt.Errorf("%w: ACK %d, but %d chunks are held", ErrBadRequest, req.Max, held)), true
+	}
+	acked := make([][]byte, req.Max)
+	for i := range acked {
+		acked[i] = h.pop()
+	}
+	if h.len() == 0 {
+		delete(c.held, p)
+	}
+	p.release(acked)
+	co.freed(p, acked)
+	return okReply, true
+}
+
+// giveBackHeld puts every chunk the connection holds from the pipe back at
+// its head, in the order they were taken.
+func (co *core) giveBackHeld(c *conn, p *pipe) {
+	h := c.held[p]
+	if h == nil {
+		return
+	}
+	delete(c.held, p)
+	back := make([][]byte, 0, h.len())
+	for h.len() > 0 {
+		back = append(back, h.pop())
+	}
+	p.release(back)
+	co.returnChunks(p, back)
 }
 
 // write queues a write's chunks, or makes it wait for room. First come,
@@ -241,7 +296,11 @@ func (co *core) write(c *conn, p *pipe, req *Request) (reply, bool) {
 	return okReply, true
 }
 
-// read answers a READ or MREAD with what the pipe has, or makes it wait.
+// read answers a READ, MREAD or TAKE with what the pipe has, or makes it
+// wait. The chunks of a TAKE stay the connection's, held, until it ACKs or
+// NACKs them or goes away: they still count against the limits, and they
+// are not in the reply's give-back list, since what the connection holds
+// goes back when it goes.
 func (co *core) read(c *conn, p *pipe, req *Request) (reply, bool) {
 	if p.reader != nil && p.reader != c {
 		return co.fail(c, req, ErrReaderBusy), true
@@ -252,9 +311,9 @@ func (co *core) read(c *conn, p *pipe, req *Request) (reply, bool) {
 		return reply{}, false
 	}
 	p.reader = nil
-	// An MREAD reply is "OK" and the chunks: one slice holds both.
+	// An MREAD or TAKE reply is "OK" and the chunks: one slice holds both.
 	head := 0
-	if req.Cmd == CmdMRead {
+	if req.Cmd != CmdRead {
 		head = 1
 	}
 	frames := make([][]byte, head, head+min(req.Max, p.chunks))
@@ -263,6 +322,21 @@ func (co *core) read(c *conn, p *pipe, req *Request) (reply, bool) {
 	}
 	frames = p.dequeue(frames, req.Max, maxReplyBytes)
 	chunks := frames[head:]
+	if req.Cmd == CmdTake {
+		if c.held == nil {
+			c.held = make(map[*pipe]*fifo)
+		}
+		h := c.held[p]
+		if h == nil {
+			h = &fifo{}
+			c.held[p] = h
+		}
+		for _, ch := range chunks {
+			h.push(ch)
+		}
+		p.hold(chunks)
+		return reply{frames: frames}, true
+	}
 	co.freed(p, chunks)
 	return reply{pipe: p.name, chunks: chunks, frames: frames}, true
 }
@@ -287,11 +361,12 @@ func (co *core) fail(c *conn, req *Request, err error) reply {
 	return errorReply(err)
 }
 
-// fits reports whether a write fits. A pipe always takes a write when it is
-// empty, so any chunk within the chunk limit eventually goes through.
+// fits reports whether a write fits. Chunks readers hold count as queued.
+// A pipe always takes a write when it is empty, so any chunk within the
+// chunk limit eventually goes through.
 func (co *core) fits(p *pipe, req *Request) bool {
 	cost := req.Size + chunkOverhead*len(req.Chunks)
-	return (p.chunks == 0 || p.bytes+cost <= co.s.cfg.MaxPipeBytes) &&
+	return (p.chunks == 0 || p.bytes+p.heldBytes+cost <= co.s.cfg.MaxPipeBytes) &&
 		co.total+cost <= co.s.cfg.MaxTotalBytes
 }
 
@@ -303,10 +378,16 @@ func (co *core) unread(name string, chunks [][]byte) {
 		p = newPipe(name)
 		co.pipes[name] = p
 	}
-	p.unread(chunks)
 	for _, c := range chunks {
 		co.total += chunkCost(c)
 	}
+	co.returnChunks(p, chunks)
+}
+
+// returnChunks puts chunks still counted in the total back at the head of
+// the pipe, and lets a waiting reader have them.
+func (co *core) returnChunks(p *pipe, chunks [][]byte) {
+	p.unread(chunks)
 	co.wakeReader(p)
 }
 
@@ -384,6 +465,15 @@ func (co *core) disconnect(c *conn) {
 		p.finish(c.id)
 	}
 	c.writes = nil
+	// What it held goes back to the head; what it HOLDs open is closed.
+	for p := range c.held {
+		co.giveBackHeld(c, p)
+	}
+	for p, n := range c.holds {
+		p.opens -= n
+		co.removeIfUnused(p)
+	}
+	c.holds = nil
 	c.tasks = nil
 	co.log.Debug("disconnected", "conn", c.id)
 }
@@ -393,11 +483,11 @@ func (co *core) disconnect(c *conn) {
 func (co *core) shutdown() {
 	chunks, bytes, pipes := 0, 0, 0
 	for _, p := range co.pipes {
-		if p.chunks > 0 {
+		if p.chunks+p.held > 0 {
 			pipes++
 		}
-		chunks += p.chunks
-		bytes += p.bytes - chunkOverhead*p.chunks
+		chunks += p.chunks + p.held
+		bytes += p.bytes - chunkOverhead*p.chunks + p.heldBytes - chunkOverhead*p.held
 	}
 	for _, c := range co.conns {
 		if c.waiting != nil && len(c.tasks) > 0 {

@@ -108,6 +108,9 @@ type pipe struct {
 	finished []*writerQueue          // finished writers, by end; drained ones are dropped lazily
 	clock    uint64
 
+	held      int // chunks readers TOOK and have not ACKed
+	heldBytes int // their bytes, with chunkOverhead each
+
 	reader  *conn   // the connection with a READ waiting, if any
 	blocked []*conn // connections whose WRITE waits for room, in order
 }
@@ -256,10 +259,26 @@ func (p *pipe) take() []byte {
 	return c
 }
 
+// hold counts chunks a reader took provisionally; release uncounts them
+// once acknowledged or given back.
+func (p *pipe) hold(chunks [][]byte) {
+	for _, c := range chunks {
+		p.held++
+		p.heldBytes += chunkCost(c)
+	}
+}
+
+func (p *pipe) release(chunks [][]byte) {
+	for _, c := range chunks {
+		p.held--
+		p.heldBytes -= chunkCost(c)
+	}
+}
+
 // unused reports whether the pipe can be removed: nobody holds it open, it
-// queues nothing and nobody waits on it.
+// queues nothing, no reader holds chunks of it and nobody waits on it.
 func (p *pipe) unused() bool {
-	return p.opens == 0 && p.chunks == 0 && p.reader == nil && len(p.blocked) == 0
+	return p.opens == 0 && p.chunks == 0 && p.held == 0 && p.reader == nil && len(p.blocked) == 0
 }
 
 // writerCount is the number of writers with chunks queued.

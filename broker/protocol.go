@@ -20,6 +20,10 @@ const (
 	CmdUnread = "UNREAD" // UNREAD pipe chunk... -> OK (chunks back at the head)
 	CmdList   = "LIST"   // LIST                 -> OK json
 	CmdLimits = "LIMITS" // LIMITS               -> OK json (see Limits)
+	CmdTake   = "TAKE"   // TAKE pipe max        -> OK chunk... (held until ACK)
+	CmdAck    = "ACK"    // ACK pipe n           -> OK (the oldest n held are consumed)
+	CmdNack   = "NACK"   // NACK pipe            -> OK (every chunk held goes back)
+	CmdHold   = "HOLD"   // HOLD pipe            -> OK (an OPEN that ends with the connection)
 )
 
 // Reply status frames.
@@ -69,6 +73,10 @@ func (l Limits) maxMessage() int { return max(l.MaxChunk, minBatchBytes) + l.Max
 // pipe, a full batch.
 func (l Limits) maxFrames() int { return l.MaxBatch + 3 }
 
+// maxAck bounds the count of one ACK; what a connection may ACK is what
+// it holds, which the core checks.
+const maxAck = 1 << 30
+
 // Request is one parsed client request.
 type Request struct {
 	Envelope bool     // sent REQ-style, with an empty first frame
@@ -80,7 +88,7 @@ type Request struct {
 }
 
 // isRead reports whether the request takes chunks from a pipe.
-func (r *Request) isRead() bool { return r.Cmd == CmdRead || r.Cmd == CmdMRead }
+func (r *Request) isRead() bool { return r.Cmd == CmdRead || r.Cmd == CmdMRead || r.Cmd == CmdTake }
 
 // isWrite reports whether the request queues chunks in a pipe.
 func (r *Request) isWrite() bool { return r.Cmd == CmdWrite || r.Cmd == CmdMWrite }
@@ -102,7 +110,7 @@ func ParseRequest(frames [][]byte, lim Limits) (Request, error) {
 	args := frames[1:]
 	// req.Cmd is set from the constants, not string(cmd): no allocation.
 	switch req.Cmd = knownCommand(cmd); req.Cmd {
-	case CmdOpen, CmdClose, CmdRead, CmdCancel:
+	case CmdOpen, CmdClose, CmdRead, CmdCancel, CmdNack, CmdHold:
 		if err := wantFrames(cmd, args, 1, 1); err != nil {
 			return req, err
 		}
@@ -115,14 +123,18 @@ func ParseRequest(frames [][]byte, lim Limits) (Request, error) {
 		if err := wantFrames(cmd, args, 2, lim.MaxBatch+1); err != nil {
 			return req, err
 		}
-	case CmdMRead:
+	case CmdMRead, CmdTake, CmdAck:
 		if err := wantFrames(cmd, args, 2, 2); err != nil {
 			return req, err
 		}
+		most := lim.MaxBatch
+		if req.Cmd == CmdAck {
+			most = maxAck // whatever the connection holds, checked when run
+		}
 		n, err := strconv.Atoi(string(args[1]))
-		if err != nil || n < 1 || n > lim.MaxBatch {
-			return req, fmt.Errorf("%w: MREAD count %q is not a number from 1 to %d",
-				ErrBadRequest, args[1], lim.MaxBatch)
+		if err != nil || n < 1 || n > most {
+			return req, fmt.Errorf("%w: %s count %q is not a number from 1 to %d",
+				ErrBadRequest, cmd, args[1], most)
 		}
 		req.Max = n
 	case CmdList, CmdLimits:
@@ -153,7 +165,7 @@ func ParseRequest(frames [][]byte, lim Limits) (Request, error) {
 	return req, nil
 }
 
-var commands = []string{CmdOpen, CmdClose, CmdWrite, CmdRead, CmdMWrite, CmdMRead, CmdCancel, CmdUnread, CmdList, CmdLimits}
+var commands = []string{CmdOpen, CmdClose, CmdWrite, CmdRead, CmdMWrite, CmdMRead, CmdCancel, CmdUnread, CmdList, CmdLimits, CmdTake, CmdAck, CmdNack, CmdHold}
 
 // knownCommand returns the command constant equal to cmd, or "".
 func knownCommand(cmd []byte) string {

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"strconv"
+	"strings"
 	"sync"
 )
 
@@ -267,26 +268,31 @@ func (w *Writer) finish() {
 
 // ReaderOptions tune a Reader. Zero fields take defaults.
 type ReaderOptions struct {
-	Batch int // most chunks per MREAD: default DefaultBatch
-	Ahead int // MREADs in flight: default 2
+	Batch int // most chunks per TAKE: default DefaultBatch, at most the broker's limit
+	Ahead int // TAKEs in flight: default 2
 	Max   int // most chunks to take from the pipe in all; 0: no limit
 }
 
-// Reader streams chunks out of one pipe, keeping MREADs in flight. A chunk
-// Next returns is taken from the pipe but not yet delivered: Consume says
-// it was, and Close gives back to the pipe every chunk not consumed. A
-// Reader is for one goroutine.
+// Reader streams chunks out of one pipe, keeping TAKEs in flight. The
+// broker holds every chunk it hands a Reader until the Reader acknowledges
+// it: Consume says the caller has delivered chunks (ACK), and Close gives
+// back every chunk not consumed (NACK), in order, ahead of everything
+// queued. If the process dies instead, the broker gives them back when the
+// connection ends, so a reader killed by SIGKILL loses nothing: what it
+// delivered and had not yet acknowledged is delivered again (at least
+// once). A Reader is for one goroutine.
 type Reader struct {
 	c    *Client
 	ctx  context.Context
 	pipe string
 	opt  ReaderOptions
 
-	calls     []readSent // MREADs in flight, in order
+	calls     []readSent // TAKEs in flight, in order
 	requested int        // chunks they ask for
 	received  int        // chunks received in all
 	ready     [][]byte   // received, not handed out
-	handed    [][]byte   // handed out, not consumed
+	handed    int        // handed out, not consumed
+	acks      []*call    // ACKs not yet answered
 	err       error
 	sized     bool // Batch fits the broker's limits
 	closed    bool
@@ -334,7 +340,7 @@ func (r *Reader) Next() ([]byte, error) {
 	chunk := r.ready[0]
 	r.ready[0] = nil
 	r.ready = r.ready[1:]
-	r.handed = append(r.handed, chunk)
+	r.handed++
 	return chunk, nil
 }
 
@@ -351,16 +357,33 @@ func (r *Reader) Buffered() int {
 	return len(r.ready)
 }
 
-// Consume marks the oldest n chunks handed out by Next as delivered: Close
-// will not give them back.
+// Consume acknowledges the oldest n chunks handed out by Next as delivered:
+// the broker forgets them, and Close will not give them back. It does not
+// wait for the broker's answer; a failure shows in a later call.
 func (r *Reader) Consume(n int) {
-	n = min(n, len(r.handed))
-	clear(r.handed[:n])
-	r.handed = r.handed[n:]
+	n = min(n, r.handed)
+	if n <= 0 {
+		return
+	}
+	r.handed -= n
+	r.acks = append(r.acks, r.c.async(CmdAck, []byte(r.pipe), []byte(strconv.Itoa(n))))
+	// Keep the list short: forget the answered ones, noting a failure.
+	for len(r.acks) > 0 {
+		select {
+		case <-r.acks[0].done:
+			if err := r.acks[0].err; err != nil && r.err == nil {
+				r.err = wrap("ack", r.pipe, err)
+			}
+			r.acks = r.acks[1:]
+			continue
+		default:
+		}
+		break
+	}
 }
 
-// fill keeps Ahead MREADs in flight, never asking for more than Max, nor
-// for more per MREAD than the broker takes.
+// fill keeps Ahead TAKEs in flight, never asking for more than Max, nor
+// for more per TAKE than the broker takes.
 func (r *Reader) fill() {
 	if !r.sized {
 		lim, err := r.c.Limits(r.ctx)
@@ -379,13 +402,13 @@ func (r *Reader) fill() {
 		if n <= 0 {
 			return
 		}
-		k := r.c.async(CmdMRead, []byte(r.pipe), []byte(strconv.Itoa(n)))
+		k := r.c.async(CmdTake, []byte(r.pipe), []byte(strconv.Itoa(n)))
 		r.calls = append(r.calls, readSent{call: k, n: n})
 		r.requested += n
 	}
 }
 
-// receive takes the oldest MREAD's reply, which has come.
+// receive takes the oldest TAKE's reply, which has come.
 func (r *Reader) receive() {
 	s := r.calls[0]
 	r.calls = r.calls[1:]
@@ -396,68 +419,44 @@ func (r *Reader) receive() {
 	}
 	r.received += len(s.call.reply)
 	r.ready = s.call.reply
-	// No new MREAD here: Next sends one when this batch is handed out, so
+	// No new TAKE here: Next sends one when this batch is handed out, so
 	// a Reader with Ahead 1 never takes a chunk before the last is used.
 }
 
-// Close stops reading. Every chunk taken and not consumed goes back to the
-// head of the pipe, in the order it came: those handed out, those received
-// and not handed out, and those the MREADs in flight bring (they are
-// cancelled first). It waits at most the client's timeout for a silent
-// broker. Close may be called more than once.
+// Close stops reading. The TAKEs in flight are cancelled, and every chunk
+// taken and not consumed goes back to the head of the pipe, in the order it
+// came: those handed out, those received and not handed out, and those the
+// cancelled TAKEs had already been given. It waits at most the client's
+// timeout for a silent broker. Close may be called more than once.
 func (r *Reader) Close() error {
 	if r.closed {
 		return r.closeErr
 	}
 	r.closed = true
-	back := append(r.handed, r.ready...)
-	r.handed, r.ready = nil, nil
-	var err error
+	var calls []*call
 	if len(r.calls) > 0 {
-		cancel := r.c.cancel(r.pipe)
+		calls = append(calls, r.c.cancel(r.pipe))
 		for _, s := range r.calls {
-			<-s.call.done
-			if s.call.err == nil {
-				back = append(back, s.call.reply...)
-			}
+			calls = append(calls, s.call)
 		}
 		r.calls = nil
-		<-cancel.done
-		err = wrap("cancel", r.pipe, cancel.err)
 	}
-	if len(back) > 0 {
-		err = errors.Join(err, r.giveBack(back))
+	holding := r.handed > 0 || len(r.ready) > 0 || len(calls) > 0
+	r.handed, r.ready = 0, nil
+	if holding {
+		calls = append(calls, r.c.async(CmdNack, []byte(r.pipe)))
+	}
+	var err error // what Next already returned is not said again
+	for _, k := range append(r.acks, calls...) {
+		<-k.done
+		if k.err != nil && !errors.Is(k.err, ErrCancelled) {
+			err = errors.Join(err, wrap(strings.ToLower(k.cmd), r.pipe, k.err))
+		}
+	}
+	r.acks = nil
+	if errors.Is(err, ErrConnLost) {
+		err = r.c.Err() // one loss, said once
 	}
 	r.closeErr = err
 	return err
-}
-
-// giveBack puts chunks back at the head of the pipe in as few UNREADs as
-// the broker's limits allow, sent last part first so that the parts line
-// up in order.
-func (r *Reader) giveBack(chunks [][]byte) error {
-	lim, err := r.c.Limits(context.Background())
-	if err != nil {
-		return wrap("unread", r.pipe, err)
-	}
-	var parts [][][]byte
-	for start := 0; start < len(chunks); {
-		end, size := start, 0
-		for end < len(chunks) && end-start < lim.MaxBatch &&
-			(end == start || size+len(chunks[end]) <= lim.MaxMessage-len(CmdUnread)-len(r.pipe)) {
-			size += len(chunks[end])
-			end++
-		}
-		parts = append(parts, chunks[start:end])
-		start = end
-	}
-	calls := make([]*call, 0, len(parts))
-	for i := len(parts) - 1; i >= 0; i-- {
-		calls = append(calls, r.c.async(CmdUnread, append([][]byte{[]byte(r.pipe)}, parts[i]...)...))
-	}
-	for _, k := range calls {
-		<-k.done
-		err = errors.Join(err, k.err)
-	}
-	return wrap("unread", r.pipe, err)
 }
