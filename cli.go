@@ -10,6 +10,7 @@ import (
 	"runtime/pprof"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -33,6 +34,10 @@ type app struct {
 
 	exited bool // kong exited early (--help, --version)
 	code   int
+
+	// abort, if set, runs when a second signal ends the process at once:
+	// each kills the commands it runs.
+	abort atomic.Pointer[func()]
 }
 
 func newApp(stdin, stdout, stderr *os.File) *app {
@@ -47,7 +52,7 @@ func newApp(stdin, stdout, stderr *os.File) *app {
 }
 
 // watchSignals cancels the context on the first SIGINT or SIGTERM, so
-// commands stop cleanly; a second one exits at once.
+// commands stop cleanly; a second one exits at once (after abort).
 func (a *app) watchSignals() {
 	first := true
 	for sig := range a.sigs {
@@ -55,6 +60,9 @@ func (a *app) watchSignals() {
 			continue
 		}
 		if !first {
+			if abort := a.abort.Load(); abort != nil {
+				(*abort)()
+			}
 			os.Exit(128 + int(sig.(syscall.Signal)))
 		}
 		first = false

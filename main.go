@@ -25,6 +25,7 @@ type CLI struct {
 	Write WriteCmd `cmd:"" help:"Write each argument as one chunk."`
 	Read  ReadCmd  `cmd:"" help:"Read chunks and print each on its own line."`
 	Cat   CatCmd   `cmd:"" help:"Stream stdin lines into a pipe (-w), or a pipe's chunks to stdout (-r)."`
+	Each  EachCmd  `cmd:"" help:"Run a command for each chunk; a chunk is acknowledged only when its command succeeds."`
 
 	Ls         LsCmd         `cmd:"" help:"List the broker's pipes."`
 	Completion CompletionCmd `cmd:"" help:"Print a shell completion script."`

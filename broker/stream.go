@@ -319,7 +319,12 @@ func (c *Client) NewReader(ctx context.Context, pipe string, opt ReaderOptions) 
 // Next returns the next chunk, waiting while the pipe is empty. It returns
 // io.EOF once Max chunks have been taken, and the context's error if it
 // ends first. The chunk counts as taken until Consume.
-func (r *Reader) Next() ([]byte, error) {
+func (r *Reader) Next() ([]byte, error) { return r.NextContext(r.ctx) }
+
+// NextContext is Next with a context of its own for this wait, for a
+// caller that must also stop waiting for reasons of its own. An ended
+// wait loses nothing: the next call picks up where it left off.
+func (r *Reader) NextContext(ctx context.Context) ([]byte, error) {
 	for len(r.ready) == 0 {
 		if r.err != nil {
 			return nil, r.err
@@ -333,8 +338,8 @@ func (r *Reader) Next() ([]byte, error) {
 		select {
 		case <-r.calls[0].call.done:
 			r.receive()
-		case <-r.ctx.Done():
-			return nil, r.ctx.Err()
+		case <-ctx.Done():
+			return nil, ctx.Err()
 		}
 	}
 	chunk := r.ready[0]
