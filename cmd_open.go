@@ -5,7 +5,7 @@ import "github.com/zpipes/zpipes/broker"
 // OpenCmd adds one to a pipe's open count, creating it if needed. Like
 // mkfifo, the pipe stays after the command exits, until a CLOSE.
 type OpenCmd struct {
-	Pipe string `arg:"" help:"Pipe name."`
+	Pipe string `arg:"" predictor:"pipe" help:"Pipe name."`
 }
 
 func (o *OpenCmd) Run(a *app) error {

@@ -23,99 +23,27 @@ const completionTimeout = time.Second
 // words that may come next, one a line, and does nothing else. It reports
 // whether it did so.
 //
-// Commands and flags come from the kong model (through kongplete); an
-// argument named "pipe" completes from the names the broker's LIST reports,
-// and from nothing if no broker answers.
+// kongplete completes commands, flags and enums from the kong model; an
+// argument tagged predictor:"pipe" completes from the names the broker's
+// LIST reports, and from nothing if no broker answers. kongplete counts only
+// a command's own flags to find which argument is being typed, so a global
+// flag with a value after the command (zpipes read -e EP <TAB>) hides PIPE;
+// before the command (zpipes -e EP read <TAB>) it does not.
 func completeLine(parser *kong.Kong, a *app) bool {
 	if os.Getenv("COMP_LINE") == "" {
 		return false
 	}
-	cmd, err := kongplete.Command(parser)
-	if err != nil {
-		panic(err) // a predictor tag names no predictor: a bug
-	}
-	completePipes(&cmd, parser.Model.Node, func() []string { return pipeNames(a.ctx) })
-	c := complete.New(parser.Model.Name, cmd)
-	c.Out = a.stdout
-	return c.Complete()
-}
-
-// completePipes makes every command's "pipe" argument complete with names.
-func completePipes(cmd *complete.Command, node *kong.Node, names func() []string) {
-	for _, child := range node.Children {
-		sub, ok := cmd.Sub[child.Name]
-		if !ok {
-			continue // hidden
-		}
-		completePipes(&sub, child, names)
-		for i, arg := range child.Positional {
-			if arg.Name == "pipe" {
-				sub.Args = pipeArg{index: i, others: sub.Args, valueFlags: valueFlags(child), names: names}
-				break
-			}
-		}
-		cmd.Sub[child.Name] = sub
-	}
-}
-
-// pipeArg predicts the index-th positional argument of a command from the
-// broker's pipe names, and leaves the other arguments to kongplete.
-type pipeArg struct {
-	index      int
-	others     complete.Predictor
-	valueFlags map[string]bool // flags whose value may be the next word
-	names      func() []string
-}
-
-func (p pipeArg) Predict(a complete.Args) []string {
-	if p.position(a) == p.index {
-		return p.names()
-	}
-	if p.others == nil {
-		return nil
-	}
-	return p.others.Predict(a)
-}
-
-// position is the index among the command's positional arguments of the
-// word being completed: the completed words after the command, less flags
-// and the flags' values.
-func (p pipeArg) position(a complete.Args) int {
-	n := 0
-	flags := true
-	for i := 0; i < len(a.Completed); i++ {
-		w := a.Completed[i]
-		switch {
-		case !flags || w == "-" || !strings.HasPrefix(w, "-"):
-			n++
-		case w == "--":
-			flags = false
-		case p.valueFlags[w]:
-			i++ // its value
-		}
-	}
-	return n
-}
-
-// valueFlags lists the spellings of the flags a command accepts, its own
-// and its ancestors', that take their value from the next word.
-func valueFlags(node *kong.Node) map[string]bool {
-	m := make(map[string]bool)
-	for _, group := range node.AllFlags(false) {
-		for _, f := range group {
-			if f.IsBool() || f.IsCounter() {
-				continue
-			}
-			m["--"+f.Name] = true
-			for _, alias := range f.Aliases {
-				m["--"+alias] = true
-			}
-			if f.Short != 0 {
-				m["-"+string(f.Short)] = true
-			}
-		}
-	}
-	return m
+	done := false
+	kongplete.Complete(parser,
+		kongplete.WithPredictor("pipe", complete.PredictFunc(func(complete.Args) []string {
+			return pipeNames(a.ctx)
+		})),
+		kongplete.WithErrorHandler(func(err error) {
+			panic(err) // a predictor tag names no predictor: a bug
+		}),
+		kongplete.WithExitFunc(func(int) { done = true }),
+	)
+	return done
 }
 
 // pipeNames lists the pipes of the broker the command line being completed
@@ -143,6 +71,8 @@ func pipeNames(ctx context.Context) []string {
 
 // completionEndpoint finds the endpoint in the command line being completed
 // (-e EP, -eEP, --endpoint EP, --endpoint=EP), then in $ZPIPES_ENDPOINT.
+// The command line is not parsed yet: completion runs before kong's parse,
+// which would fail on the word being typed.
 func completionEndpoint() string {
 	line := os.Getenv("COMP_LINE")
 	if p, err := strconv.Atoi(os.Getenv("COMP_POINT")); err == nil && p >= 0 && p < len(line) {
