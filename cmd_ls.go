@@ -7,12 +7,13 @@ import (
 	"strings"
 	"unicode/utf8"
 
+	"github.com/mattn/go-runewidth"
 	"github.com/zpipes/zpipes/broker"
 )
 
 // LsCmd lists the broker's pipes, as a table for people or JSON for scripts.
 type LsCmd struct {
-	JSON bool `name:"json" help:"Print a JSON array, one object per pipe, with the fields of LIST in zpipes(7): name, opens, chunks, bytes, writers, blocked, reader."`
+	JSON bool `name:"json" help:"Print a JSON array, one object per pipe, with the fields of LIST in zpipes(7): name (and name_base64, below), opens, chunks, bytes, writers, blocked, reader."`
 }
 
 // Help is the detail under the summary in --help and zpipes(1).
@@ -21,7 +22,12 @@ func (l *LsCmd) Help() string {
 connections that have chunks queued; BLOCKED, the writes waiting for room;
 READER, whether a READ is waiting. Pipes are listed by name; names with blanks
 or unprintable bytes, or that start with a double quote, are shown Go-quoted.
-An empty broker prints the header only (with --json, []).`
+Wide characters (CJK, emoji) take two columns, and the table stays aligned.
+An empty broker prints the header only (with --json, []).
+
+JSON strings hold only UTF-8, so for a name that is not valid UTF-8 --json
+writes "name" with each invalid byte replaced by U+FFFD, and adds
+"name_base64", the standard base64 of the name's exact bytes.`
 }
 
 func (l *LsCmd) Run(a *app) error {
@@ -48,7 +54,9 @@ func (l *LsCmd) Run(a *app) error {
 }
 
 // pipeTable lays pipes out in aligned columns under a header: names on the
-// left, counts on the right.
+// left, counts on the right. Widths are what a terminal shows, not runes or
+// bytes: a CJK character or an emoji takes two columns, a combining accent
+// none.
 func pipeTable(pipes []broker.PipeInfo) []byte {
 	rows := [][]string{{"NAME", "OPENS", "CHUNKS", "BYTES", "WRITERS", "BLOCKED", "READER"}}
 	for _, p := range pipes {
@@ -63,13 +71,13 @@ func pipeTable(pipes []broker.PipeInfo) []byte {
 	widths := make([]int, len(rows[0]))
 	for _, row := range rows {
 		for i, cell := range row {
-			widths[i] = max(widths[i], utf8.RuneCountInString(cell))
+			widths[i] = max(widths[i], runewidth.StringWidth(cell))
 		}
 	}
 	var b strings.Builder
 	for _, row := range rows {
 		for i, cell := range row {
-			pad := strings.Repeat(" ", widths[i]-utf8.RuneCountInString(cell))
+			pad := strings.Repeat(" ", widths[i]-runewidth.StringWidth(cell))
 			switch {
 			case i == 0:
 				b.WriteString(cell)

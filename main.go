@@ -4,6 +4,7 @@ package main
 
 import (
 	"os"
+	"reflect"
 	"time"
 
 	"github.com/alecthomas/kong"
@@ -55,6 +56,7 @@ func run(args []string, stdin *os.File, stdout, stderr *os.File) int {
 		kong.Writers(stdout, stderr),
 		kong.Vars{"endpoint": broker.DefaultEndpoint, "version": "zpipes " + version},
 		kong.Exit(a.exitEarly),
+		kong.KindMapper(reflect.String, kong.MapperFunc(exactString)),
 		kong.Bind(a),
 	)
 	if err != nil {
