@@ -14,12 +14,12 @@ import (
 
 // ServeCmd runs the broker until SIGINT, SIGTERM or SIGHUP.
 type ServeCmd struct {
-	Verbose       bool  `short:"v" help:"Log every connection and request (debug level)."`
-	MaxChunk      int   `default:"16777216" placeholder:"BYTES" help:"Largest chunk accepted."`
-	MaxPipeBytes  int   `default:"268435456" placeholder:"BYTES" help:"Bytes one pipe may queue; a WRITE to a full pipe waits for room."`
-	MaxTotalBytes int   `default:"536870912" placeholder:"BYTES" help:"Bytes all pipes together may queue."`
-	MaxConns      int   `placeholder:"N" help:"Connections served at once, those still in their handshake included; a connection over the limit is closed as soon as it is accepted. Default: 4096, or the open-file limit less 64 if that is lower."`
-	AllowUID      []int `name:"allow-uid" placeholder:"UID" help:"Also accept connections from this user (repeatable); by default only the broker's own user may connect."`
+	Verbose       bool     `short:"v" help:"Log every connection and request (debug level)."`
+	MaxChunk      byteSize `default:"16MiB" placeholder:"SIZE" group:"limits" help:"Largest chunk accepted."`
+	MaxPipeBytes  byteSize `default:"256MiB" placeholder:"SIZE" group:"limits" help:"Bytes one pipe may queue; a WRITE to a full pipe waits for room."`
+	MaxTotalBytes byteSize `default:"512MiB" placeholder:"SIZE" group:"limits" help:"Bytes all pipes together may queue."`
+	MaxConns      int      `placeholder:"N" group:"limits" help:"Connections served at once, those still in their handshake included; a connection over the limit is closed as soon as it is accepted. Default: 4096, or the open-file limit less 64 if that is lower."`
+	AllowUID      []int    `name:"allow-uid" placeholder:"UID" help:"Also accept connections from this user (repeatable); by default only the broker's own user may connect."`
 }
 
 // Run serves until the context ends, then shuts down cleanly: waiting
@@ -50,13 +50,13 @@ func (s *ServeCmd) Run(a *app) error {
 	log := slog.New(slog.NewTextHandler(a.stderr, opts))
 	raiseFileLimit(log)
 	lim := broker.DefaultLimits
-	lim.MaxChunk = s.MaxChunk
+	lim.MaxChunk = int(s.MaxChunk)
 	srv, err := broker.Listen(broker.Config{
 		Endpoint:      a.endpoint,
 		Logger:        log,
 		Limits:        lim,
-		MaxPipeBytes:  s.MaxPipeBytes,
-		MaxTotalBytes: s.MaxTotalBytes,
+		MaxPipeBytes:  int(s.MaxPipeBytes),
+		MaxTotalBytes: int(s.MaxTotalBytes),
 		AllowUIDs:     s.AllowUID,
 		MaxConns:      s.MaxConns,
 	})

@@ -57,6 +57,8 @@ func run(args []string, stdin *os.File, stdout, stderr *os.File) int {
 		kong.Vars{"endpoint": broker.DefaultEndpoint, "version": "zpipes " + version},
 		kong.Exit(a.exitEarly),
 		kong.KindMapper(reflect.String, kong.MapperFunc(exactString)),
+		kong.ValueFormatter(flagHelp),
+		kong.ExplicitGroups(flagGroups),
 		kong.Bind(a),
 	)
 	if err != nil {
