@@ -3,6 +3,8 @@
 package main
 
 import (
+	"errors"
+	"fmt"
 	"os"
 	"reflect"
 	"time"
@@ -31,6 +33,20 @@ type CLI struct {
 	Ls         LsCmd         `cmd:"" help:"List the broker's pipes."`
 	Completion CompletionCmd `cmd:"" help:"Print a shell completion script."`
 	Man        ManCmd        `cmd:"" hidden:"" help:"Print the zpipes(1) man page (see go generate)."`
+
+	// What users of rm(1) try: they are sent to close.
+	Rm     RmCmd `cmd:"" hidden:"" passthrough:""`
+	Delete RmCmd `cmd:"" hidden:"" passthrough:""`
+	Remove RmCmd `cmd:"" hidden:"" passthrough:""`
+}
+
+// Validate refuses an endpoint zpipes cannot use, from -e or
+// $ZPIPES_ENDPOINT, before any command runs.
+func (c *CLI) Validate() error {
+	if err := broker.CheckEndpoint(c.Endpoint); err != nil {
+		return lineError{fmt.Errorf("%w (use ipc://@NAME or ipc:///PATH)", err)}
+	}
+	return nil
 }
 
 // Help is shown under the command list by zpipes --help.
@@ -50,6 +66,7 @@ func main() {
 func run(args []string, stdin *os.File, stdout, stderr *os.File) int {
 	var cli CLI
 	a := newApp(stdin, stdout, stderr)
+	defer a.stop()
 	parser, err := kong.New(&cli,
 		kong.Name("zpipes"),
 		kong.Description("Reliable named pipes: chunks queued in a broker outlive the processes that write and read them."),
@@ -71,11 +88,14 @@ func run(args []string, stdin *os.File, stdout, stderr *os.File) int {
 	if a.exited {
 		return a.code // --help or --version
 	}
+	if line := (lineError{}); errors.As(err, &line) {
+		fmt.Fprintf(stderr, "zpipes: %v\n", err)
+		return exitUsage
+	}
 	if err != nil {
 		return a.usage(parser, err)
 	}
 	a.endpoint, a.timeout = cli.Endpoint, cli.Timeout
-	defer a.stop()
 	defer profile()()
 	return a.exit(kctx.Run())
 }

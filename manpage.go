@@ -336,7 +336,8 @@ also exits 0 when SIGINT or SIGTERM stops it.
 The broker answered ERROR (for example, no such pipe), or another failure.
 .TP
 .B 2
-Usage error: a bad command line. The usage is printed on standard error.
+Usage error: a bad command line or endpoint. The error is printed on
+standard error, with the usage when it helps.
 .TP
 .B 3
 No broker at the endpoint, the connection to it was lost, or it stayed
