@@ -14,12 +14,32 @@ import (
 
 	"github.com/rogpeppe/go-internal/testscript"
 	"github.com/zpipes/zpipes/broker"
+	"go.uber.org/goleak"
 )
 
+// TestMain runs the tests, or zpipes itself when a script execs it (see
+// testscript.Main), and then checks that the tests leaked no goroutine.
 func TestMain(m *testing.M) {
-	testscript.Main(m, map[string]func(){
+	testscript.Main(leakCheck{m}, map[string]func(){
 		"zpipes": func() { os.Exit(run(os.Args[1:], os.Stdin, os.Stdout, os.Stderr)) },
 	})
+}
+
+// leakCheck is goleak.VerifyTestMain for testscript.Main, which calls
+// os.Exit itself: once the tests pass, any goroutine left running fails
+// them.
+type leakCheck struct{ m *testing.M }
+
+func (l leakCheck) Run() int {
+	code := l.m.Run()
+	if code != 0 {
+		return code
+	}
+	if err := goleak.Find(); err != nil {
+		fmt.Fprintf(os.Stderr, "goleak: errors on successful test run: %v\n", err)
+		return 1
+	}
+	return 0
 }
 
 // TestCLI runs the end-to-end scripts in testdata/*.txtar. Each script gets
