@@ -1,0 +1,49 @@
+// Package wal is the broker's durable store underneath `zpipes serve
+// --store DIR`: an append-only log of checksummed records in segment files,
+// with group commit and recovery of a torn tail.
+//
+// The broker's core goroutine is the log's only writer. It Appends records
+// (they are copied into a buffer, no system call) and asks for a Sync; the
+// log's own goroutine, the syncer, writes the buffer in large chunks,
+// fdatasyncs, and then calls the Sync callbacks in the order they were
+// requested. The broker replies to a client only from such a callback, so
+// nothing is acknowledged before it is on disk. Every Sync requested while
+// an fsync runs is covered by the one after it (group commit): the number
+// of fsyncs follows the disk's speed, not the number of writers. With
+// Options.SyncEvery the syncer fsyncs at most that often instead, trading a
+// bounded window of loss for fewer flushes. A failed write or fsync fails
+// the log for good, since nothing then says which buffered bytes are stored.
+//
+// The log does not know which records are live. At start the broker
+// Replays every record to rebuild its state; from time to time it Rolls to
+// a new segment, writes its whole live state there as a checkpoint, and once
+// that is durable calls DropBefore to delete every older segment file, as
+// Redis rewrites its AOF. Space is reclaimed only by deleting whole files.
+//
+// A directory holds LOCK (an flock, so one process at a time uses it;
+// released by the kernel however the holder dies), VERSION, and segments
+// named %016x.wal. Open checks every record's checksum; at the first torn
+// or corrupt one it keeps what comes before, cuts the rest and says what it
+// dropped (Recovered). The format is described in segment.go.
+//
+// # Why not an embedded database
+//
+// pebble, bbolt and badger all resolve here, and each would cost more than
+// these few hundred lines for what a queue does. A queue's data is appended
+// and deleted soon after, in the same order. This log writes each byte once,
+// reads it back from the page cache at start, and frees space by deleting
+// whole files. An LSM tree (pebble, badger) writes each byte to its WAL and
+// again on every flush and compaction, and frees space only when a
+// compaction reaches the tombstones; bbolt's file never shrinks and every
+// commit rewrites B-tree pages. Group commit and torn-tail recovery, which
+// the engines would give, are the small part of this package.
+//
+// Measured on the 2-core development machine (ext4 on a virtual disk whose
+// speed varies from run to run; go test -bench AppendSync -count 3, batches
+// of 8192 records of 64 bytes, a Sync per batch): 4.9–5.6 million records/s
+// (310–356 MB/s of payload) waiting for each fsync before the next batch,
+// 5.2–10.4 million pipelined, 4.6–6.1 million with SyncEvery=1s; 1.125
+// bytes on disk per payload byte (an 8-byte header per record). With
+// batches of 16 records and a Sync each, group commit holds 7.3–7.8 million
+// records/s pipelined, where waiting for each fsync gives 50,000–150,000.
+package wal
