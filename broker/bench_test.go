@@ -27,6 +27,14 @@ func benchChunks(n int) [][]byte {
 	return cs
 }
 
+func benchItems(n int) []item {
+	items := make([]item, n)
+	for i := range items {
+		items[i] = item{data: benchChunk, id: uint64(i + 1)}
+	}
+	return items
+}
+
 // benchRefill is how many chunks a queue benchmark lets pile up before it
 // starts again from an empty pipe, outside the timer, so the heap stays
 // small whatever b.N is.
@@ -40,7 +48,7 @@ func BenchmarkPipeEnqueue(b *testing.B) {
 	} {
 		b.Run("writers="+strconv.Itoa(bc.writers)+"/batch="+strconv.Itoa(bc.batch), func(b *testing.B) {
 			b.ReportAllocs()
-			chunks := benchChunks(bc.batch)
+			chunks := benchItems(bc.batch)
 			p := newPipe("jobs")
 			n := 0
 			for b.Loop() {
@@ -64,7 +72,7 @@ func BenchmarkPipeDequeue(b *testing.B) {
 	} {
 		b.Run("writers="+strconv.Itoa(bc.writers)+"/max="+strconv.Itoa(bc.max), func(b *testing.B) {
 			b.ReportAllocs()
-			per := benchChunks(benchRefill / bc.writers)
+			per := benchItems(benchRefill / bc.writers)
 			fill := func() *pipe {
 				p := newPipe("jobs")
 				for w := range bc.writers {

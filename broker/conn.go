@@ -20,11 +20,11 @@ const (
 type reply struct {
 	envelope bool
 	frames   [][]byte
-	cost     int      // request bytes to release once written
-	pipe     string   // for replies carrying chunks: where they came from
-	chunks   [][]byte // the chunks in frames, to give back if never sent
-	command  string   // a ZMTP command (PONG) instead of a message
-	credit   bool     // whether the reply answers a counted request
+	cost     int    // request bytes to release once written
+	pipe     string // for replies carrying chunks: where they came from
+	items    []item // the chunks in frames, to give back if never sent
+	command  string // a ZMTP command (PONG) instead of a message
+	credit   bool   // whether the reply answers a counted request
 }
 
 // outbox is the queue between the core (and the reader, for PONGs) and a
@@ -170,11 +170,11 @@ type conn struct {
 	out *outbox
 
 	// Owned by the core.
-	tasks   []*task            // requests not yet answered, in order
-	waiting *pipe              // the pipe the head request waits on, if any
-	writes  map[*pipe]struct{} // pipes it has written to and not closed
-	held    map[*pipe]*fifo    // chunks it TOOK and has not ACKed, by pipe
-	holds   map[*pipe]int      // its HOLDs: opens that end with it
+	tasks   []*task               // requests not yet answered, in order
+	waiting *pipe                 // the pipe the head request waits on, if any
+	writes  map[*pipe]struct{}    // pipes it has written to and not closed
+	held    map[*pipe]*fifo[item] // chunks it TOOK and has not ACKed, by pipe
+	holds   map[*pipe]int         // its HOLDs: opens that end with it
 	gone    bool
 }
 
@@ -255,6 +255,9 @@ func (s *Server) writeLoop(c *conn) {
 			return
 		}
 		c.out.release(batch)
+		if s.durable {
+			s.delivered(c, batch)
+		}
 		clear(batch)
 	}
 }
@@ -301,14 +304,14 @@ func (s *Server) drain(c *conn) {
 func (s *Server) giveBack(c *conn, failed []reply) {
 	var ret []reply
 	for _, r := range append(failed, c.out.kill()...) {
-		if len(r.chunks) > 0 {
+		if len(r.items) > 0 {
 			ret = append(ret, r)
 		}
 	}
 	if len(ret) > 0 {
 		n := 0
 		for _, r := range ret {
-			n += len(r.chunks)
+			n += len(r.items)
 		}
 		s.log.Debug("giving back chunks never sent", "conn", c.id, "replies", len(ret), "chunks", n)
 		s.send(event{conn: c, returned: ret})
@@ -316,3 +319,17 @@ func (s *Server) giveBack(c *conn, failed []reply) {
 }
 
 const drainTimeout = 500 * time.Millisecond
+
+// delivered tells the core which read replies reached the connection, so
+// a store can record their chunks as consumed.
+func (s *Server) delivered(c *conn, batch []reply) {
+	var out []reply
+	for _, r := range batch {
+		if len(r.items) > 0 {
+			out = append(out, reply{items: r.items})
+		}
+	}
+	if len(out) > 0 {
+		s.send(event{conn: c, delivered: out})
+	}
+}

@@ -28,6 +28,30 @@ type core struct {
 
 	peak    int              // most bytes queued since memory was last released
 	release <-chan time.Time // fires to release memory after a big drain
+
+	// The store, and the replies that wait for it (see store.go). Every
+	// change recorded bumps gen; a reply made after a change waits in
+	// deferred until a commit covering that gen is done, and replies leave
+	// in the order made, so a connection's replies stay in order.
+	store    store
+	nextID   uint64 // the id of the next chunk queued
+	gen      uint64 // changes recorded so far
+	dirty    bool   // changes recorded since the last commit was asked for
+	deferred []deferredReply
+	storeErr error                   // the store failed: nothing more is acknowledged
+	inflight map[uint64]inflightItem // read replies' chunks not yet written, with a durable store
+}
+
+type inflightItem struct {
+	p *pipe
+	item
+}
+
+type deferredReply struct {
+	c   *conn
+	t   *task
+	r   reply
+	gen uint64
 }
 
 func newCore(s *Server) *core {
@@ -37,6 +61,8 @@ func newCore(s *Server) *core {
 		pipes:   make(map[string]*pipe),
 		conns:   make(map[uint64]*conn),
 		stalled: make(map[*pipe]struct{}),
+		store:   memStore{},
+		nextID:  1,
 	}
 }
 
@@ -88,10 +114,79 @@ func (co *core) handle(ev event) {
 	case ev.returned != nil:
 		for i := len(ev.returned) - 1; i >= 0; i-- {
 			r := ev.returned[i]
-			co.unread(r.pipe, r.chunks)
+			co.unread(r.pipe, r.items, false)
 		}
+	case ev.delivered != nil:
+		for _, r := range ev.delivered {
+			for _, it := range r.items {
+				delete(co.inflight, it.id)
+			}
+			co.store.consumed(r.items)
+		}
+		co.recorded()
+	case ev.compacted != nil:
+		if ls, ok := co.store.(*logStore); ok {
+			if err := ls.compacted(ev.compacted); err != nil {
+				co.storeFailed(err)
+			}
+		}
+	case ev.committed != nil:
+		co.committed(ev.committed.gen, ev.committed.err)
 	case ev.task != nil:
 		co.submit(c, ev.task)
+	}
+	if co.dirty {
+		co.dirty = false
+		gen := co.gen
+		co.store.commit(func(err error) {
+			co.s.notify(event{committed: &commitDone{gen: gen, err: err}})
+		})
+		if err := co.store.compact(co); err != nil {
+			co.storeFailed(err)
+		}
+	}
+}
+
+// commitDone says the store has made every change up to gen durable, or
+// failed to.
+type commitDone struct {
+	gen uint64
+	err error
+}
+
+// recorded notes that the store was told of a change, to be committed at
+// the end of the event.
+func (co *core) recorded() {
+	if _, mem := co.store.(memStore); mem {
+		return
+	}
+	co.gen++
+	co.dirty = true
+}
+
+// committed sends the replies that waited for changes up to gen.
+func (co *core) committed(gen uint64, err error) {
+	if err != nil {
+		co.storeFailed(err)
+	}
+	n := 0
+	for n < len(co.deferred) && co.deferred[n].gen <= gen {
+		d := co.deferred[n]
+		if co.storeErr != nil && d.t.req.isWrite() {
+			// Not stored: not acknowledged.
+			d.r = errorReply(fmt.Errorf("%w: %v", ErrStore, co.storeErr))
+		}
+		co.send(d.c, d.r)
+		n++
+	}
+	clear(co.deferred[:n])
+	co.deferred = co.deferred[n:]
+}
+
+func (co *core) storeFailed(err error) {
+	if co.storeErr == nil {
+		co.storeErr = err
+		co.log.Error("store failed: writes are refused from now on", "err", err)
 	}
 }
 
@@ -155,9 +250,18 @@ func (co *core) reply(c *conn, t *task, r reply) {
 	r.envelope = t.req.Envelope
 	r.cost = t.cost
 	r.credit = true
-	if !c.out.push(r) && len(r.chunks) > 0 {
+	if co.store.durable() && (co.dirty || len(co.deferred) > 0) {
+		co.deferred = append(co.deferred, deferredReply{c: c, t: t, r: r, gen: co.gen})
+		return
+	}
+	co.send(c, r)
+}
+
+// send queues a reply for the connection's writer.
+func (co *core) send(c *conn, r reply) {
+	if !c.out.push(r) && len(r.items) > 0 {
 		// The connection died after the chunks were taken: they go back.
-		co.unread(r.pipe, r.chunks)
+		co.unread(r.pipe, r.items, false)
 	}
 }
 
@@ -190,12 +294,19 @@ func (co *core) exec(c *conn, t *task) (reply, bool) {
 				c.holds = make(map[*pipe]int)
 			}
 			c.holds[p]++
+			p.holds++
+		} else {
+			co.store.opened(p.name, 1)
+			co.recorded()
 		}
 		return okReply, true
 	case CmdCancel:
 		return okReply, true
 	case CmdUnread:
-		co.unread(req.Pipe, req.Chunks)
+		if co.storeErr != nil {
+			return co.fail(c, req, fmt.Errorf("%w: %v", ErrStore, co.storeErr)), true
+		}
+		co.unread(req.Pipe, co.newItems(req.Chunks), true)
 		return okReply, true
 	}
 	p := co.pipes[req.Pipe]
@@ -216,6 +327,10 @@ func (co *core) exec(c *conn, t *task) (reply, bool) {
 			if c.holds[p]--; c.holds[p] == 0 {
 				delete(c.holds, p)
 			}
+			p.holds--
+		} else {
+			co.store.opened(p.name, -1)
+			co.recorded()
 		}
 		co.finish(c, p)
 		co.removeIfUnused(p)
@@ -242,7 +357,7 @@ func (co *core) ack(c *conn, p *pipe, req *Request) (reply, bool) {
 		}
 		return co.fail(c, req, fmt.Errorf("%w: ACK %d, but %d chunks are held", ErrBadRequest, req.Max, held)), true
 	}
-	acked := make([][]byte, req.Max)
+	acked := make([]item, req.Max)
 	for i := range acked {
 		acked[i] = h.pop()
 	}
@@ -250,6 +365,8 @@ func (co *core) ack(c *conn, p *pipe, req *Request) (reply, bool) {
 		delete(c.held, p)
 	}
 	p.release(acked)
+	co.store.consumed(acked)
+	co.recorded()
 	co.freed(p, acked)
 	return okReply, true
 }
@@ -262,11 +379,13 @@ func (co *core) giveBackHeld(c *conn, p *pipe) {
 		return
 	}
 	delete(c.held, p)
-	back := make([][]byte, 0, h.len())
+	back := make([]item, 0, h.len())
 	for h.len() > 0 {
 		back = append(back, h.pop())
 	}
 	p.release(back)
+	co.store.returned(p.name, back, false)
+	co.recorded()
 	co.returnChunks(p, back)
 }
 
@@ -274,6 +393,9 @@ func (co *core) giveBackHeld(c *conn, p *pipe) {
 // first served: a write waits behind earlier blocked writes even if it
 // would fit, so big chunks are not starved.
 func (co *core) write(c *conn, p *pipe, req *Request) (reply, bool) {
+	if co.storeErr != nil {
+		return co.fail(c, req, fmt.Errorf("%w: %v", ErrStore, co.storeErr)), true
+	}
 	first := len(p.blocked) == 0 || p.blocked[0] == c
 	if !first || !co.fits(p, req) {
 		if len(p.blocked) == 0 || !first {
@@ -286,7 +408,10 @@ func (co *core) write(c *conn, p *pipe, req *Request) (reply, bool) {
 	if len(p.blocked) > 0 {
 		p.blocked = p.blocked[1:] // it was c's turn
 	}
-	p.enqueue(c.id, req.Chunks)
+	items := co.newItems(req.Chunks)
+	q := p.enqueue(c.id, items)
+	co.store.wrote(p.name, q.qid, items)
+	co.recorded()
 	if c.writes == nil {
 		c.writes = make(map[*pipe]struct{})
 	}
@@ -316,37 +441,66 @@ func (co *core) read(c *conn, p *pipe, req *Request) (reply, bool) {
 	if req.Cmd != CmdRead {
 		head = 1
 	}
-	frames := make([][]byte, head, head+min(req.Max, p.chunks))
+	items := p.dequeue(make([]item, 0, min(req.Max, p.chunks)), req.Max, maxReplyBytes)
+	frames := make([][]byte, head, head+len(items))
 	if head == 1 {
 		frames[0] = okFrame
 	}
-	frames = p.dequeue(frames, req.Max, maxReplyBytes)
-	chunks := frames[head:]
+	for _, it := range items {
+		frames = append(frames, it.data)
+	}
 	if req.Cmd == CmdTake {
 		if c.held == nil {
-			c.held = make(map[*pipe]*fifo)
+			c.held = make(map[*pipe]*fifo[item])
 		}
 		h := c.held[p]
 		if h == nil {
-			h = &fifo{}
+			h = &fifo[item]{}
 			c.held[p] = h
 		}
-		for _, ch := range chunks {
-			h.push(ch)
+		for _, it := range items {
+			h.push(it)
 		}
-		p.hold(chunks)
+		p.hold(items)
 		return reply{frames: frames}, true
 	}
-	co.freed(p, chunks)
-	return reply{pipe: p.name, chunks: chunks, frames: frames}, true
+	co.freed(p, items)
+	// A store records them as consumed once written to the connection
+	// (event.delivered); if they never are, they come back.
+	if co.store.durable() {
+		if co.inflight == nil {
+			co.inflight = make(map[uint64]inflightItem)
+		}
+		for _, it := range items {
+			co.inflight[it.id] = inflightItem{p: p, item: it}
+		}
+	}
+	return reply{pipe: p.name, items: items, frames: frames}, true
+}
+
+// newItems gives chunks their ids.
+func (co *core) newItems(chunks [][]byte) []item {
+	items := make([]item, len(chunks))
+	for i, c := range chunks {
+		items[i] = item{data: c, id: co.nextID}
+		co.nextID++
+	}
+	return items
 }
 
 // finish ends c's turn as a writer of p: a writer that starts after this is
 // served after c's chunks.
 func (co *core) finish(c *conn, p *pipe) {
 	if _, ok := c.writes[p]; ok {
-		p.finish(c.id)
+		co.finishWriter(p, c.id)
 		delete(c.writes, p)
+	}
+}
+
+func (co *core) finishWriter(p *pipe, writer uint64) {
+	if q := p.finish(writer); q != nil {
+		co.store.finished(p.name, q.qid)
+		co.recorded()
 	}
 }
 
@@ -371,23 +525,28 @@ func (co *core) fits(p *pipe, req *Request) bool {
 }
 
 // unread puts chunks back at the head of a pipe, creating it if it went away
-// meanwhile. It ignores the limits: the chunks were counted in before.
-func (co *core) unread(name string, chunks [][]byte) {
+// meanwhile: an UNREAD's new chunks (fresh), or chunks of replies that never
+// reached their connection. It ignores the limits: the chunks were counted
+// in before.
+func (co *core) unread(name string, items []item, fresh bool) {
 	p := co.pipes[name]
 	if p == nil {
 		p = newPipe(name)
 		co.pipes[name] = p
 	}
-	for _, c := range chunks {
-		co.total += chunkCost(c)
+	co.total += itemsCost(items)
+	for _, it := range items {
+		delete(co.inflight, it.id)
 	}
-	co.returnChunks(p, chunks)
+	co.store.returned(name, items, fresh)
+	co.recorded()
+	co.returnChunks(p, items)
 }
 
 // returnChunks puts chunks still counted in the total back at the head of
 // the pipe, and lets a waiting reader have them.
-func (co *core) returnChunks(p *pipe, chunks [][]byte) {
-	p.unread(chunks)
+func (co *core) returnChunks(p *pipe, items []item) {
+	p.unread(items)
 	co.wakeReader(p)
 }
 
@@ -401,10 +560,8 @@ func (co *core) wakeReader(p *pipe) {
 }
 
 // freed accounts for chunks taken from a pipe and lets blocked writers in.
-func (co *core) freed(p *pipe, chunks [][]byte) {
-	for _, c := range chunks {
-		co.total -= chunkCost(c)
-	}
+func (co *core) freed(p *pipe, items []item) {
+	co.total -= itemsCost(items)
 	co.wakeWriters(p)
 	// Writers blocked on the total limit may wait on any pipe.
 	for other := range co.stalled {
@@ -462,7 +619,7 @@ func (co *core) disconnect(c *conn) {
 		co.removeIfUnused(p)
 	}
 	for p := range c.writes {
-		p.finish(c.id)
+		co.finishWriter(p, c.id)
 	}
 	c.writes = nil
 	// What it held goes back to the head; what it HOLDs open is closed.
@@ -471,6 +628,7 @@ func (co *core) disconnect(c *conn) {
 	}
 	for p, n := range c.holds {
 		p.opens -= n
+		p.holds -= n
 		co.removeIfUnused(p)
 	}
 	c.holds = nil
@@ -478,9 +636,36 @@ func (co *core) disconnect(c *conn) {
 	co.log.Debug("disconnected", "conn", c.id)
 }
 
+// recover rebuilds the pipes from a store's log, before the broker serves.
+func (co *core) recover(ls *logStore) error {
+	rec := ls.log.Recovered()
+	if rec.DroppedBytes > 0 || rec.DroppedRecords > 0 {
+		co.log.Warn("store: dropped a damaged tail", "dropped_bytes", rec.DroppedBytes,
+			"dropped_records", rec.DroppedRecords, "reason", rec.Reason)
+	}
+	n, err := replayLog(ls.log, co)
+	if err != nil {
+		return fmt.Errorf("store: %w", err)
+	}
+	chunks := 0
+	for _, p := range co.pipes {
+		chunks += p.chunks
+	}
+	co.log.Info("store recovered", "records", n, "pipes", len(co.pipes), "chunks", chunks, "bytes", co.total)
+	return nil
+}
+
 // shutdown answers every waiting request with an error, reports what is
 // discarded and tells every connection to flush and close.
 func (co *core) shutdown() {
+	// What the store holds is made durable, and the replies that waited
+	// for it leave before the connections close.
+	_, kept := co.store.(*logStore)
+	if err := co.store.close(); err != nil {
+		co.storeFailed(err)
+	}
+	co.committed(co.gen, nil)
+	co.store, co.dirty = memStore{}, false // closed: what follows goes straight out
 	chunks, bytes, pipes := 0, 0, 0
 	for _, p := range co.pipes {
 		if p.chunks+p.held > 0 {
@@ -495,7 +680,11 @@ func (co *core) shutdown() {
 		}
 		c.out.shutdown()
 	}
-	// Chunks live in memory only, by design: say what goes.
+	if kept {
+		co.log.Info("shutting down", "kept_chunks", chunks, "kept_bytes", bytes, "pipes_with_chunks", pipes)
+		return
+	}
+	// Chunks live in memory only: say what goes.
 	co.log.Info("shutting down", "discarded_chunks", chunks, "discarded_bytes", bytes, "pipes_with_chunks", pipes)
 }
 

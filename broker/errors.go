@@ -22,11 +22,12 @@ var (
 	ErrReaderBusy     = errors.New("another reader is waiting")
 	ErrCancelled      = errors.New("cancelled")
 	ErrShutdown       = errors.New("broker shutting down")
+	ErrStore          = errors.New("store failed")
 )
 
 var wireErrors = []error{
 	ErrUnknownCommand, ErrBadRequest, ErrBadName, ErrTooLarge, ErrNoPipe,
-	ErrNotOpen, ErrReaderBusy, ErrCancelled, ErrShutdown,
+	ErrNotOpen, ErrReaderBusy, ErrCancelled, ErrShutdown, ErrStore,
 }
 
 // RemoteError is an ERROR reply received from a broker.

@@ -424,7 +424,7 @@ func FuzzFifo(f *testing.F) {
 	f.Add(bytes.Repeat([]byte{0, 0, 0, 1}, 200))
 	f.Add(append(bytes.Repeat([]byte{0}, 300), bytes.Repeat([]byte{2, 255, 1, 1}, 100)...))
 	f.Fuzz(func(t *testing.T, ops []byte) {
-		var q fifo
+		var q fifo[[]byte]
 		var model [][]byte
 		next := 0
 		chunk := func() []byte { next++; return binary.BigEndian.AppendUint32(nil, uint32(next)) }
@@ -467,7 +467,7 @@ func FuzzFifo(f *testing.F) {
 			}
 			model = model[1:]
 		}
-		if q != (fifo{}) {
+		if q != (fifo[[]byte]{}) {
 			t.Fatalf("drained queue holds %+v", q)
 		}
 	})

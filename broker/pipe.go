@@ -10,27 +10,34 @@ import (
 // bytes (its slice header in a queue), so byte limits track real memory.
 const chunkOverhead = 24
 
-// fifo is a queue of chunks in fixed-size segments, so that neither a long
-// queue nor a burst of pushes ever copies the queue, and the memory of
-// consumed chunks is released as the queue drains.
-type fifo struct {
-	head, tail *segment
+// item is a queued chunk and its id, unique in the broker (and, with a
+// store, across its restarts), by which a store records what became of it.
+type item struct {
+	data []byte
+	id   uint64
+}
+
+// fifo is a queue in fixed-size segments, so that neither a long queue nor
+// a burst of pushes ever copies the queue, and the memory of consumed
+// entries is released as the queue drains.
+type fifo[T any] struct {
+	head, tail *segment[T]
 	hi, ti     int // next slot to pop in head, next free slot in tail
 	n          int
 }
 
 const segmentSize = 128
 
-type segment struct {
-	items [segmentSize][]byte
-	next  *segment
+type segment[T any] struct {
+	items [segmentSize]T
+	next  *segment[T]
 }
 
-func (q *fifo) len() int { return q.n }
+func (q *fifo[T]) len() int { return q.n }
 
-func (q *fifo) push(c []byte) {
+func (q *fifo[T]) push(c T) {
 	if q.tail == nil || q.ti == segmentSize {
-		s := &segment{}
+		s := &segment[T]{}
 		if q.tail == nil {
 			q.head, q.hi = s, 0
 		} else {
@@ -43,31 +50,32 @@ func (q *fifo) push(c []byte) {
 	q.n++
 }
 
-func (q *fifo) peek() []byte { return q.head.items[q.hi] }
+func (q *fifo[T]) peek() T { return q.head.items[q.hi] }
 
-func (q *fifo) pop() []byte {
+func (q *fifo[T]) pop() T {
+	var zero T
 	c := q.head.items[q.hi]
-	q.head.items[q.hi] = nil
+	q.head.items[q.hi] = zero
 	q.hi++
 	q.n--
 	switch {
 	case q.n == 0:
-		*q = fifo{} // drop the segments; an idle queue holds nothing
+		*q = fifo[T]{} // drop the segments; an idle queue holds nothing
 	case q.hi == segmentSize:
 		q.head, q.hi = q.head.next, 0
 	}
 	return c
 }
 
-// pushFront puts chunks back at the head, keeping their order.
-func (q *fifo) pushFront(cs [][]byte) {
+// pushFront puts entries back at the head, keeping their order.
+func (q *fifo[T]) pushFront(cs []T) {
 	for i := len(cs) - 1; i >= 0; i-- {
 		if q.head == nil {
 			q.push(cs[i])
 			continue
 		}
 		if q.hi == 0 {
-			q.head = &segment{next: q.head}
+			q.head = &segment[T]{next: q.head}
 			q.hi = segmentSize
 		}
 		q.hi--
@@ -76,13 +84,25 @@ func (q *fifo) pushFront(cs [][]byte) {
 	}
 }
 
+// each calls fn for every entry, head first.
+func (q *fifo[T]) each(fn func(T)) {
+	for s, i, n := q.head, q.hi, 0; n < q.n; n++ {
+		if i == segmentSize {
+			s, i = s.next, 0
+		}
+		fn(s.items[i])
+		i++
+	}
+}
+
 // writerQueue holds one writer's chunks in one pipe.
 type writerQueue struct {
 	writer  uint64 // the writing connection's id
+	qid     uint64 // the id of its first chunk: its name in a store
 	started uint64 // the pipe's clock when the writer first wrote
 	ended   uint64 // the pipe's clock when the writer finished; 0 while it writes
 	placed  bool   // whether it is in the ring or in later (it has chunks)
-	fifo
+	fifo[item]
 }
 
 // pipe is a named queue: one FIFO per writer, served round robin, plus the
@@ -96,11 +116,12 @@ type writerQueue struct {
 // ring. A pipe keeps a logical clock to tell which came first.
 type pipe struct {
 	name   string
-	opens  int // OPENs minus CLOSEs
+	opens  int // OPENs and HOLDs minus CLOSEs
+	holds  int // the HOLDs among them, which end with their connections
 	chunks int // chunks queued
 	bytes  int // bytes queued, with chunkOverhead each
 
-	returned fifo                    // chunks given back by UNREAD
+	returned fifo[item]              // chunks given back (UNREAD, undelivered, unacknowledged)
 	ring     []*writerQueue          // writers that may be served, in turn order
 	next     int                     // ring index of the writer whose turn it is
 	writers  map[uint64]*writerQueue // writers that have not finished, by id
@@ -121,26 +142,36 @@ func newPipe(name string) *pipe {
 
 func chunkCost(c []byte) int { return len(c) + chunkOverhead }
 
+func itemsCost(items []item) int {
+	n := 0
+	for _, it := range items {
+		n += chunkCost(it.data)
+	}
+	return n
+}
+
 func (p *pipe) tick() uint64 {
 	p.clock++
 	return p.clock
 }
 
-// enqueue adds a writer's chunks at the end of its queue.
-func (p *pipe) enqueue(writer uint64, chunks [][]byte) {
+// enqueue adds a writer's chunks (at least one) at the end of its queue,
+// and returns the queue.
+func (p *pipe) enqueue(writer uint64, items []item) *writerQueue {
 	q := p.writers[writer]
 	if q == nil {
-		q = &writerQueue{writer: writer, started: p.tick()}
+		q = &writerQueue{writer: writer, qid: items[0].id, started: p.tick()}
 		p.writers[writer] = q
 	}
-	for _, c := range chunks {
-		q.push(c)
-		p.chunks++
-		p.bytes += chunkCost(c)
+	for _, it := range items {
+		q.push(it)
 	}
+	p.chunks += len(items)
+	p.bytes += itemsCost(items)
 	if !q.placed {
 		p.admit(q)
 	}
+	return q
 }
 
 // admit puts a writer that has chunks in the ring, or in later if a writer
@@ -175,17 +206,19 @@ func (p *pipe) oldestEnd() uint64 {
 }
 
 // finish records that a writer is done with the pipe: whoever starts
-// writing after this is served after its chunks.
-func (p *pipe) finish(writer uint64) {
+// writing after this is served after its chunks. It returns the writer's
+// queue, or nil if it had none.
+func (p *pipe) finish(writer uint64) *writerQueue {
 	q := p.writers[writer]
 	if q == nil {
-		return
+		return nil
 	}
 	delete(p.writers, writer)
 	q.ended = p.tick()
 	if q.len() > 0 {
 		p.finished = append(p.finished, q)
 	}
+	return q
 }
 
 // promote moves the writers in later whose predecessors have drained into
@@ -204,38 +237,36 @@ func (p *pipe) promote() {
 }
 
 // unread puts chunks back at the head of the pipe, in order.
-func (p *pipe) unread(chunks [][]byte) {
-	p.returned.pushFront(chunks)
-	for _, c := range chunks {
-		p.chunks++
-		p.bytes += chunkCost(c)
-	}
+func (p *pipe) unread(items []item) {
+	p.returned.pushFront(items)
+	p.chunks += len(items)
+	p.bytes += itemsCost(items)
 }
 
 // dequeue appends to dst up to max chunks totalling at most maxBytes
 // (always at least one chunk if any is queued): given-back chunks first,
 // then one chunk per writer in turn.
-func (p *pipe) dequeue(dst [][]byte, max, maxBytes int) [][]byte {
+func (p *pipe) dequeue(dst []item, max, maxBytes int) []item {
 	size := 0
 	for n := 0; n < max && p.chunks > 0; n++ {
-		var c []byte
+		var c item
 		if p.returned.len() > 0 {
 			c = p.returned.peek()
 		} else {
 			c = p.ring[p.next].peek()
 		}
-		if n > 0 && size+len(c) > maxBytes {
+		if n > 0 && size+len(c.data) > maxBytes {
 			break
 		}
 		dst = append(dst, p.take())
-		size += len(c)
+		size += len(c.data)
 	}
 	return dst
 }
 
 // take removes the next chunk in fair order.
-func (p *pipe) take() []byte {
-	var c []byte
+func (p *pipe) take() item {
+	var c item
 	if p.returned.len() > 0 {
 		c = p.returned.pop()
 	} else {
@@ -255,24 +286,20 @@ func (p *pipe) take() []byte {
 		}
 	}
 	p.chunks--
-	p.bytes -= chunkCost(c)
+	p.bytes -= chunkCost(c.data)
 	return c
 }
 
 // hold counts chunks a reader took provisionally; release uncounts them
 // once acknowledged or given back.
-func (p *pipe) hold(chunks [][]byte) {
-	for _, c := range chunks {
-		p.held++
-		p.heldBytes += chunkCost(c)
-	}
+func (p *pipe) hold(items []item) {
+	p.held += len(items)
+	p.heldBytes += itemsCost(items)
 }
 
-func (p *pipe) release(chunks [][]byte) {
-	for _, c := range chunks {
-		p.held--
-		p.heldBytes -= chunkCost(c)
-	}
+func (p *pipe) release(items []item) {
+	p.held -= len(items)
+	p.heldBytes -= itemsCost(items)
 }
 
 // unused reports whether the pipe can be removed: nobody holds it open, it

@@ -10,7 +10,16 @@ import (
 func drain(p *pipe) []string {
 	var out []string
 	for p.chunks > 0 {
-		out = append(out, string(p.take()))
+		out = append(out, string(p.take().data))
+	}
+	return out
+}
+
+// items makes queue items of the names, with ids from 1.
+func items(names ...string) []item {
+	out := make([]item, len(names))
+	for i, n := range names {
+		out[i] = item{data: []byte(n), id: uint64(i + 1)}
 	}
 	return out
 }
@@ -25,13 +34,13 @@ func chunks(names ...string) [][]byte {
 
 func TestSequentialWritersAreServedInTheOrderTheyRan(t *testing.T) {
 	p := newPipe("q")
-	p.enqueue(1, chunks("1", "2", "3"))
+	p.enqueue(1, items("1", "2", "3"))
 	p.finish(1)
-	p.enqueue(2, chunks("4", "5"))
+	p.enqueue(2, items("4", "5"))
 	p.finish(2)
-	p.enqueue(3, chunks("6"))
+	p.enqueue(3, items("6"))
 	p.finish(3)
-	p.enqueue(4, chunks("7"))
+	p.enqueue(4, items("7"))
 	if got, want := drain(p), []string{"1", "2", "3", "4", "5", "6", "7"}; !slices.Equal(got, want) {
 		t.Fatalf("read %v, want %v", got, want)
 	}
@@ -39,9 +48,9 @@ func TestSequentialWritersAreServedInTheOrderTheyRan(t *testing.T) {
 
 func TestConcurrentWritersTakeTurns(t *testing.T) {
 	p := newPipe("q")
-	p.enqueue(1, chunks("a1", "a2", "a3"))
-	p.enqueue(2, chunks("b1", "b2"))
-	p.enqueue(3, chunks("c1"))
+	p.enqueue(1, items("a1", "a2", "a3"))
+	p.enqueue(2, items("b1", "b2"))
+	p.enqueue(3, items("c1"))
 	got := drain(p)
 	want := []string{"a1", "b1", "c1", "a2", "b2", "a3"}
 	// A new writer joins just before the writer whose turn it is, so the
@@ -76,10 +85,10 @@ func TestConcurrentWritersTakeTurns(t *testing.T) {
 // writer has drained.
 func TestWriterAfterAFinishedOneWaitsOnlyForIt(t *testing.T) {
 	p := newPipe("q")
-	p.enqueue(1, chunks("h1", "h2", "h3", "h4", "h5", "h6")) // heavy, still writing
-	p.enqueue(2, chunks("f1", "f2"))                         // writes and finishes
+	p.enqueue(1, items("h1", "h2", "h3", "h4", "h5", "h6")) // heavy, still writing
+	p.enqueue(2, items("f1", "f2"))                         // writes and finishes
 	p.finish(2)
-	p.enqueue(3, chunks("l1")) // light, starts after 2 finished
+	p.enqueue(3, items("l1")) // light, starts after 2 finished
 	got := drain(p)
 	pos := func(c string) int { return slices.Index(got, c) }
 	if pos("l1") < pos("f2") {
@@ -98,13 +107,13 @@ func TestWriterAfterAFinishedOneWaitsOnlyForIt(t *testing.T) {
 // it started.
 func TestIdleWriterKeepsItsPlace(t *testing.T) {
 	p := newPipe("q")
-	p.enqueue(1, chunks("a1"))
+	p.enqueue(1, items("a1"))
 	if got := drain(p); !slices.Equal(got, []string{"a1"}) {
 		t.Fatalf("read %v", got)
 	}
-	p.enqueue(2, chunks("b1", "b2", "b3"))
+	p.enqueue(2, items("b1", "b2", "b3"))
 	p.finish(2)
-	p.enqueue(1, chunks("a2"))
+	p.enqueue(1, items("a2"))
 	got := drain(p)
 	if slices.Index(got, "a2") > 1 {
 		t.Fatalf("writer 1, writing since before 2 finished, waited for all of 2: %v", got)
@@ -113,8 +122,8 @@ func TestIdleWriterKeepsItsPlace(t *testing.T) {
 
 func TestGivenBackChunksComeFirst(t *testing.T) {
 	p := newPipe("q")
-	p.enqueue(1, chunks("w1", "w2"))
-	p.unread(chunks("r1", "r2"))
+	p.enqueue(1, items("w1", "w2"))
+	p.unread(items("r1", "r2"))
 	if got, want := drain(p), []string{"r1", "r2", "w1", "w2"}; !slices.Equal(got, want) {
 		t.Fatalf("read %v, want %v", got, want)
 	}
@@ -122,8 +131,8 @@ func TestGivenBackChunksComeFirst(t *testing.T) {
 
 func TestPipeCountsWhatItQueues(t *testing.T) {
 	p := newPipe("q")
-	p.enqueue(1, chunks("abc", ""))
-	p.unread(chunks("de"))
+	p.enqueue(1, items("abc", ""))
+	p.unread(items("de"))
 	if p.chunks != 3 || p.bytes != 5+3*chunkOverhead || p.writerCount() != 1 {
 		t.Fatalf("chunks %d bytes %d writers %d", p.chunks, p.bytes, p.writerCount())
 	}
@@ -139,7 +148,7 @@ func TestManySequentialWritersStayInOrder(t *testing.T) {
 	p := newPipe("q")
 	const n = 10000
 	for i := range n {
-		p.enqueue(uint64(i+1), chunks(fmt.Sprint(i)))
+		p.enqueue(uint64(i+1), items(fmt.Sprint(i)))
 		p.finish(uint64(i + 1))
 	}
 	got := drain(p)

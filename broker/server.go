@@ -41,9 +41,24 @@ type Config struct {
 	// before its handshake, so peers cannot take every file descriptor.
 	MaxConns int // default DefaultMaxConns()
 
+	// Store, if set, is the directory of a durable store: pipes, open
+	// counts, writers' queues and chunks survive the broker's exit, crash
+	// and restart, and a write is acknowledged only once it is on disk
+	// (group commit). Empty: chunks live in memory, as long as the broker.
+	Store string
+	// StoreSyncEvery, if set, acknowledges writes before they are on disk
+	// and makes them durable this often: a crash may lose what was
+	// acknowledged in that window, for more writes per second.
+	StoreSyncEvery time.Duration
+
 	// logEvery is the window of the logs that summarise events peers can
 	// repeat at any rate (see limitedLog). Tests lengthen it.
 	logEvery time.Duration // default 1s
+
+	// storeSlack, if set, replaces compactSlack, so tests compact often;
+	// testStore, if set, is the store.
+	storeSlack int64
+	testStore  store
 }
 
 // DefaultMaxConns is the connection limit when Config.MaxConns is zero:
@@ -124,6 +139,8 @@ type Server struct {
 	mu      sync.Mutex
 	sockets map[net.Conn]struct{} // every open connection, to force at Close
 
+	durable bool // replies wait for the store; written read replies are reported
+
 	// What peers can make happen at any rate is logged summarised.
 	handshakeFailed *limitedLog
 	refusedUser     *limitedLog
@@ -133,11 +150,14 @@ type Server struct {
 
 // event is what connection goroutines tell the core.
 type event struct {
-	conn     *conn
-	up       bool    // a new connection
-	down     bool    // the connection is gone
-	task     *task   // a request
-	returned []reply // read replies that were never delivered
+	conn      *conn
+	up        bool         // a new connection
+	down      bool         // the connection is gone
+	task      *task        // a request
+	returned  []reply      // read replies that were never delivered
+	delivered []reply      // read replies written to their connection (with a store)
+	committed *commitDone  // the store made changes durable
+	compacted *compactDone // the store's checkpoint is durable
 }
 
 // Listen binds the endpoint and starts serving. It fails at once if another
@@ -146,8 +166,23 @@ func Listen(cfg Config) (*Server, error) {
 	if err := cfg.setDefaults(); err != nil {
 		return nil, fmt.Errorf("broker config: %w", err)
 	}
+	var st store = memStore{}
+	if cfg.testStore != nil {
+		st = cfg.testStore
+	}
+	if cfg.Store != "" {
+		ls, err := openLogStore(cfg.Store, cfg.StoreSyncEvery, cfg.Logger)
+		if err != nil {
+			return nil, err
+		}
+		if cfg.storeSlack > 0 {
+			ls.slack = cfg.storeSlack
+		}
+		st = ls
+	}
 	ln, err := listen(cfg.Endpoint)
 	if err != nil {
+		st.close()
 		return nil, err
 	}
 	s := &Server{
@@ -166,6 +201,15 @@ func Listen(cfg Config) (*Server, error) {
 	s.refusedFull = newLimitedLog(s.log, slog.LevelWarn, "refused connection: too many connections", every)
 	s.acceptFailed = newLimitedLog(s.log, slog.LevelError, "accept failed", every)
 	co := newCore(s)
+	co.store = st
+	if ls, ok := st.(*logStore); ok {
+		s.durable = ls.durable()
+		if err := co.recover(ls); err != nil {
+			ln.Close()
+			st.close()
+			return nil, err
+		}
+	}
 	s.wg.Add(2)
 	go s.acceptLoop()
 	go co.loop()
@@ -227,6 +271,16 @@ func (s *Server) untrack(c net.Conn) {
 	s.mu.Lock()
 	delete(s.sockets, c)
 	s.mu.Unlock()
+}
+
+// notify hands an event to the core from a goroutine that must never wait
+// on it (the store's): once the broker is stopping, the event is dropped.
+func (s *Server) notify(ev event) {
+	select {
+	case s.events <- ev:
+	case <-s.quit:
+	case <-s.done:
+	}
 }
 
 // send hands an event to the core; false once the core is gone.

@@ -1,0 +1,299 @@
+package broker
+
+import (
+	"cmp"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"log/slog"
+	"slices"
+	"time"
+
+	"github.com/zpipes/zpipes/broker/internal/wal"
+)
+
+// logStore is the durable store of `zpipes serve --store DIR`: every change
+// the core makes goes into a write-ahead log (internal/wal), and replies
+// wait until the log has it on disk (group commit: one fsync covers every
+// change made meanwhile). At start the log is replayed to rebuild the pipes.
+//
+// The log is never edited: chunks that were consumed stay in it until a
+// compaction, which writes the whole live state (pipes, open counts,
+// writers' queues in their order, chunks given back, chunks taken and not
+// yet consumed) as a checkpoint and then deletes every segment before it,
+// like a Redis AOF rewrite. It runs when the log has grown past twice what
+// is live plus compactSlack, so the disk holds at most about twice the
+// queued bytes plus compactSlack, and each byte written is copied at most
+// once more on average.
+type logStore struct {
+	log        *wal.Log
+	logger     *slog.Logger
+	relaxed    bool // --sync-every: reply before the fsync
+	buf        []byte
+	recs       [][]byte // records of the current core event, appended at commit
+	compacting bool     // a checkpoint is written and not yet durable
+	slack      int64    // compactSlack, smaller in tests
+	err        error
+}
+
+// compactSlack is how far the log may grow past twice the live bytes
+// before it is compacted.
+const compactSlack = 64 << 20
+
+// Record types.
+const (
+	recOpened   = 1 // pipe, delta
+	recWrote    = 2 // pipe, queue, items
+	recFinished = 3 // pipe, queue
+	recConsumed = 4 // id ranges
+	recReturned = 5 // pipe, id ranges: known chunks back at the head
+	recFresh    = 6 // pipe, items: new chunks at the head (UNREAD, checkpoint)
+	recOpens    = 7 // pipe, opens: the open count, in a checkpoint
+	recBegin    = 8 // next id: a checkpoint starts
+	recEnd      = 9 // the checkpoint is whole
+)
+
+func openLogStore(dir string, syncEvery time.Duration, logger *slog.Logger) (*logStore, error) {
+	l, err := wal.Open(dir, wal.Options{SyncEvery: syncEvery})
+	if err != nil {
+		return nil, fmt.Errorf("store %s: %w", dir, err)
+	}
+	return &logStore{log: l, logger: logger, relaxed: syncEvery > 0, slack: compactSlack}, nil
+}
+
+// Encoding helpers: each record is its type, then uvarints and
+// length-prefixed byte strings.
+
+func (ls *logStore) begin(typ byte) { ls.buf = append(ls.buf[:0], typ) }
+
+func (ls *logStore) uint(v uint64) { ls.buf = binary.AppendUvarint(ls.buf, v) }
+
+func (ls *logStore) bytes(b []byte) {
+	ls.uint(uint64(len(b)))
+	ls.buf = append(ls.buf, b...)
+}
+
+func (ls *logStore) str(s string) {
+	ls.uint(uint64(len(s)))
+	ls.buf = append(ls.buf, s...)
+}
+
+// items writes chunks with their ids, each id as the difference from the
+// one before (1 in a fresh batch).
+func (ls *logStore) items(items []item) {
+	ls.uint(uint64(len(items)))
+	prev := uint64(0)
+	for _, it := range items {
+		ls.uint(it.id - prev)
+		prev = it.id
+		ls.bytes(it.data)
+	}
+}
+
+// ids writes ids as ranges of consecutive ids.
+func (ls *logStore) ids(items []item) {
+	var ranges [][2]uint64
+	for _, it := range items {
+		if n := len(ranges); n > 0 && ranges[n-1][0]+ranges[n-1][1] == it.id {
+			ranges[n-1][1]++
+			continue
+		}
+		ranges = append(ranges, [2]uint64{it.id, 1})
+	}
+	ls.uint(uint64(len(ranges)))
+	for _, r := range ranges {
+		ls.uint(r[0])
+		ls.uint(r[1])
+	}
+}
+
+func (ls *logStore) end() { ls.recs = append(ls.recs, append([]byte(nil), ls.buf...)) }
+
+func (ls *logStore) opened(pipe string, delta int) {
+	ls.begin(recOpened)
+	ls.str(pipe)
+	ls.buf = binary.AppendVarint(ls.buf, int64(delta))
+	ls.end()
+}
+
+func (ls *logStore) wrote(pipe string, queue uint64, items []item) {
+	ls.begin(recWrote)
+	ls.str(pipe)
+	ls.uint(queue)
+	ls.items(items)
+	ls.end()
+}
+
+func (ls *logStore) finished(pipe string, queue uint64) {
+	ls.begin(recFinished)
+	ls.str(pipe)
+	ls.uint(queue)
+	ls.end()
+}
+
+func (ls *logStore) consumed(items []item) {
+	if len(items) == 0 {
+		return
+	}
+	ls.begin(recConsumed)
+	ls.ids(items)
+	ls.end()
+}
+
+func (ls *logStore) returned(pipe string, items []item, fresh bool) {
+	if fresh {
+		ls.begin(recFresh)
+		ls.str(pipe)
+		ls.items(items)
+	} else {
+		ls.begin(recReturned)
+		ls.str(pipe)
+		ls.ids(items)
+	}
+	ls.end()
+}
+
+func (ls *logStore) durable() bool { return !ls.relaxed }
+
+// commit appends the event's records and asks for them to be made durable.
+// In relaxed mode the replies have already gone; the fsync comes with the
+// log's next periodic sync.
+func (ls *logStore) commit(done func(error)) {
+	if ls.err != nil {
+		done(ls.err)
+		return
+	}
+	if len(ls.recs) > 0 {
+		if _, err := ls.log.Append(ls.recs...); err != nil {
+			ls.err = err
+		}
+		clear(ls.recs)
+		ls.recs = ls.recs[:0]
+	}
+	if ls.err != nil {
+		done(ls.err)
+		return
+	}
+	ls.log.Sync(done)
+}
+
+// compact writes a checkpoint of the core's state when the log has grown
+// well past it, and drops the segments before it once it is durable.
+func (ls *logStore) compact(co *core) error {
+	if ls.compacting || ls.err != nil || ls.log.Size() < 2*int64(co.total)+ls.slack {
+		return nil
+	}
+	if err := ls.log.Roll(); err != nil {
+		return err
+	}
+	start := ls.log.Mark()
+	before := ls.log.Size()
+	ls.checkpoint(co)
+	if _, err := ls.log.Append(ls.recs...); err != nil {
+		ls.err = err
+		return err
+	}
+	clear(ls.recs)
+	ls.recs = ls.recs[:0]
+	ls.compacting = true
+	ls.log.Sync(func(err error) {
+		co.s.notify(event{compacted: &compactDone{start: start, err: err}})
+	})
+	ls.logger.Info("compacting store", "log_bytes", before, "live_bytes", co.total)
+	return nil
+}
+
+type compactDone struct {
+	start wal.Pos
+	err   error
+}
+
+// compacted drops the log before a durable checkpoint.
+func (ls *logStore) compacted(d *compactDone) error {
+	ls.compacting = false
+	if d.err != nil {
+		return d.err
+	}
+	if err := ls.log.DropBefore(d.start); err != nil {
+		return err
+	}
+	ls.logger.Debug("store compacted", "log_bytes", ls.log.Size())
+	return nil
+}
+
+// checkpoint records the whole live state: enough to rebuild every pipe
+// with nothing before it.
+func (ls *logStore) checkpoint(co *core) {
+	ls.begin(recBegin)
+	ls.uint(co.nextID)
+	ls.end()
+	held := make(map[*pipe][]item)
+	for _, c := range co.conns {
+		for p, h := range c.held {
+			h.each(func(it item) { held[p] = append(held[p], it) })
+		}
+	}
+	for _, it := range co.inflight {
+		held[it.p] = append(held[it.p], it.item)
+	}
+	names := make([]string, 0, len(co.pipes))
+	for name := range co.pipes {
+		names = append(names, name)
+	}
+	slices.Sort(names)
+	for _, name := range names {
+		p := co.pipes[name]
+		ls.begin(recOpens)
+		ls.str(name)
+		ls.uint(uint64(p.opens - p.holds))
+		ls.end()
+		// Writers' queues, started and finished in their clock order, so
+		// that replaying them orders them as they are ordered now.
+		type step struct {
+			at     uint64
+			q      *writerQueue
+			finish bool
+		}
+		var steps []step
+		add := func(q *writerQueue) {
+			steps = append(steps, step{at: q.started, q: q})
+			if q.ended != 0 {
+				steps = append(steps, step{at: q.ended, q: q, finish: true})
+			}
+		}
+		for _, q := range p.ring {
+			add(q)
+		}
+		for _, q := range p.later {
+			add(q)
+		}
+		slices.SortFunc(steps, func(a, b step) int { return cmp.Compare(a.at, b.at) })
+		for _, s := range steps {
+			if s.finish {
+				ls.finished(name, s.q.qid)
+				continue
+			}
+			var items []item
+			s.q.each(func(it item) { items = append(items, it) })
+			ls.wrote(name, s.q.qid, items)
+		}
+		var returned []item
+		p.returned.each(func(it item) { returned = append(returned, it) })
+		if len(returned) > 0 {
+			ls.returned(name, returned, true)
+		}
+		// Taken and not consumed: back at the head if the broker dies.
+		if h := held[p]; len(h) > 0 {
+			slices.SortFunc(h, func(a, b item) int { return cmp.Compare(a.id, b.id) })
+			ls.returned(name, h, true)
+		}
+	}
+	ls.begin(recEnd)
+	ls.end()
+}
+
+func (ls *logStore) close() error { return ls.log.Close() }
+
+// errCorrupt marks a record the log's checksum passed but that does not
+// parse: a bug, or a log from elsewhere.
+var errCorrupt = errors.New("malformed store record")

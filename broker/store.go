@@ -1,0 +1,54 @@
+package broker
+
+// store keeps what must outlive the broker process. The core tells it of
+// every change that matters, in order, from the core's goroutine; it never
+// blocks the core. memStore keeps nothing: the broker of old, whose chunks
+// live as long as the process. logStore (logstore.go) appends each change to
+// a write-ahead log on disk and rebuilds the pipes from it at start.
+//
+// What a store records, and when:
+//   - opened: an OPEN (+1) or a CLOSE (-1). HOLDs end with their
+//     connection, so they are not recorded: a restart ends them all.
+//   - wrote: a writer's chunks, queued in the writer's queue, which is
+//     named by the id of its first chunk.
+//   - finished: a writer CLOSEd the pipe or went away, so writers after it
+//     are read after it.
+//   - consumed: chunks gone for good: a READ or MREAD reply written to its
+//     connection, a TAKE acknowledged.
+//   - returned: chunks back at the head of the pipe: chunks a reader held
+//     or never received (known ids), or an UNREAD's new chunks (fresh).
+//
+// A chunk taken and not yet consumed is recorded nowhere: if the broker
+// dies, it is still in its queue when the log is replayed, and is served
+// again (at least once).
+type store interface {
+	opened(pipe string, delta int)
+	wrote(pipe string, queue uint64, items []item)
+	finished(pipe string, queue uint64)
+	consumed(items []item)
+	returned(pipe string, items []item, fresh bool)
+
+	// durable reports whether replies must wait for commit: then a reply
+	// to a change leaves only once the change is on disk.
+	durable() bool
+	// commit asks that every change so far be made durable, and calls
+	// done (from another goroutine) once it is, or with the error.
+	commit(done func(error))
+	// compact rewrites the log from the core's state when it has grown
+	// well past what is live; only the core's goroutine calls it.
+	compact(co *core) error
+	close() error
+}
+
+// memStore keeps nothing: chunks live as long as the broker.
+type memStore struct{}
+
+func (memStore) opened(string, int)            {}
+func (memStore) wrote(string, uint64, []item)  {}
+func (memStore) finished(string, uint64)       {}
+func (memStore) consumed([]item)               {}
+func (memStore) returned(string, []item, bool) {}
+func (memStore) durable() bool                 { return false }
+func (memStore) commit(done func(error))       { done(nil) }
+func (memStore) compact(*core) error           { return nil }
+func (memStore) close() error                  { return nil }
