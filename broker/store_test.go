@@ -66,7 +66,7 @@ func TestStoreKeepsPipesAcrossARestart(t *testing.T) {
 		_, err := rd.Next()
 		mustOK(t, err)
 	}
-	rd.Consume(1) // "0" is consumed; "1" is held
+	rd.Consume(1)         // "0" is consumed; "1" is held
 	_, err := c.List(ctx) // answered after the ACK: the ACK is in
 	mustOK(t, err)
 	c.Close()
