@@ -84,14 +84,20 @@ func (s *ServeCmd) Run(a *app) error {
 func (ServeCmd) Help() string {
 	return `The broker runs in the foreground and logs to stderr. SIGINT, SIGTERM and
 SIGHUP stop it cleanly: it stops accepting connections, answers waiting
-requests with "broker shutting down", logs what queued chunks it discards,
-and exits 0. A second SIGINT or SIGTERM exits at once. Started with SIGHUP
+requests with "broker shutting down", logs what queued chunks it discards
+(with --store: syncs the store, and they are kept), and exits 0. A second SIGINT or SIGTERM exits at once. Started with SIGHUP
 ignored (nohup), it keeps ignoring it.
 
 At start it raises its open-file limit to the hard limit (see ulimit -Hn).
 Connections over --max-conns, and those that do not finish the ZMTP
 handshake within 5 s, are closed; repeated log lines about them are
-summarised at most once a second.`
+summarised at most once a second.
+
+With --store DIR, every change is written to a log in DIR before it is
+acknowledged, and replayed at start: pipes, open counts, writers' queues and
+every chunk not consumed survive a crash; a torn or corrupt tail is dropped
+and logged. The log is compacted as readers advance (at most about twice the
+queued bytes plus 64 MiB on disk). The queued chunks are also kept in memory.`
 }
 
 // raiseFileLimit lifts the soft limit on open files to the hard limit, so
