@@ -5,6 +5,9 @@
 #   fifo      cat FILE > fifo  |  cat fifo > out        (kernel, no framing)
 #   pushpull  zmq4 PUSH -> PULL, one message per line   (the library, no broker)
 #   zpipes    zpipes cat -w PIPE  |  zpipes cat -r -n N PIPE, via zpipes serve
+#   store     the same via zpipes serve --store DIR (every OK fsync'd)
+#   store-1s  the same via zpipes serve --store DIR --sync-every 1s
+#             (the ratios store/zpipes compare each with memory mode)
 #
 # After the throughput tables come two short probes, each against a fresh
 # zpipes serve (a few seconds in all):
@@ -31,6 +34,9 @@
 #   BENCH_TIMEOUT=SECONDS  limit per producer/consumer process (default 300)
 #   BENCH_ZPIPES=PATH      use this zpipes binary instead of building one
 #   BENCH_SKIP_ZPIPES=1    baselines only (development)
+#   BENCH_STORE=0          skip the --store systems
+#   BENCH_STORE_DIR=DIR    where the stores go (default: the temp dir; a tmpfs
+#                          makes fsync free, so use a real disk)
 #   BENCH_PROBES=0         skip the latency and fairness probes
 #   BENCH_OUT=PATH         also write raw samples + summary rows (TSV) there
 #
@@ -173,11 +179,29 @@ wait_bound() {
 	return 1
 }
 
+run_store() { # IN LINES OUT
+	local dir
+	dir=$(mktemp -d "${BENCH_STORE_DIR:-$tmp}/store.XXXXXX")
+	serve_args=(--store "$dir")
+	run_zpipes "$@" || { rm -rf "$dir"; return 1; }
+	rm -rf "$dir"
+}
+
+run_store-1s() { # IN LINES OUT
+	local dir
+	dir=$(mktemp -d "${BENCH_STORE_DIR:-$tmp}/store.XXXXXX")
+	serve_args=(--store "$dir" --sync-every 1s)
+	run_zpipes "$@" || { rm -rf "$dir"; return 1; }
+	rm -rf "$dir"
+}
+
+serve_args=()
 run_zpipes() { # IN LINES OUT
 	local in=$1 n=$2 out=$3 spid rpid wpid rc=0 i
 	endpoint zp
 	rss_kb=-
-	"$zpipes" serve -e "$ep" 2>>"$tmp/serve.log" &
+	"$zpipes" serve -e "$ep" "${serve_args[@]}" 2>>"$tmp/serve.log" &
+	serve_args=()
 	spid=$!
 	if ! wait_bound "$ep" "$spid"; then
 		log "  zpipes serve did not bind $ep; its stderr:"
@@ -246,6 +270,7 @@ raw=$tmp/raw.tsv
 : >"$raw"
 systems=(fifo pushpull)
 [[ -n $zpipes ]] && systems+=(zpipes)
+[[ -n $zpipes && ${BENCH_STORE:-1} != 0 ]] && systems+=(store store-1s)
 failures=0
 
 {

@@ -153,7 +153,8 @@ func find(sts []*stats, system string) *stats {
 	return nil
 }
 
-// ratios compares zpipes with each baseline that has data.
+// ratios compares zpipes with each baseline that has data, and zpipes on
+// a store with zpipes in memory.
 func ratios(sts []*stats) (names []string, values []float64) {
 	z := find(sts, "zpipes")
 	if z == nil {
@@ -163,6 +164,12 @@ func ratios(sts []*stats) (names []string, values []float64) {
 		if b := find(sts, base); b != nil {
 			names = append(names, "zpipes/"+base)
 			values = append(values, z.med/b.med)
+		}
+	}
+	for _, stored := range []string{"store", "store-1s"} {
+		if s := find(sts, stored); s != nil {
+			names = append(names, stored+"/zpipes")
+			values = append(values, s.med/z.med)
 		}
 	}
 	return names, values
