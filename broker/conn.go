@@ -21,7 +21,7 @@ type reply struct {
 	envelope bool
 	frames   [][]byte
 	cost     int    // request bytes to release once written
-	pipe     string // for replies carrying chunks: where they came from
+	pipe     *pipe  // for replies carrying chunks: where they came from
 	items    []item // the chunks in frames, to give back if never sent
 	command  string // a ZMTP command (PONG) instead of a message
 	credit   bool   // whether the reply answers a counted request
@@ -175,8 +175,12 @@ type conn struct {
 	writes  map[*pipe]struct{}    // pipes it has written to and not closed
 	held    map[*pipe]*fifo[item] // chunks it TOOK and has not ACKed, by pipe
 	holds   map[*pipe]int         // its HOLDs: opens that end with it
+	took    map[string]taken      // what its READs and MREADs took, by pipe, which it may UNREAD
 	gone    bool
 }
+
+// taken counts what a connection took from a pipe with READ and MREAD.
+type taken struct{ chunks, bytes int }
 
 // task is a request waiting its turn in its connection's order.
 type task struct {
@@ -255,9 +259,7 @@ func (s *Server) writeLoop(c *conn) {
 			return
 		}
 		c.out.release(batch)
-		if s.durable {
-			s.delivered(c, batch)
-		}
+		s.delivered(c, batch)
 		clear(batch)
 	}
 }
@@ -320,13 +322,15 @@ func (s *Server) giveBack(c *conn, failed []reply) {
 
 const drainTimeout = 500 * time.Millisecond
 
-// delivered tells the core which read replies reached the connection, so
-// a store can record their chunks as consumed.
+// delivered tells the core which read replies reached the connection: the
+// chunks stop counting against the limits, and a store records them as
+// consumed. One event per batch written, and none for a batch without
+// chunks.
 func (s *Server) delivered(c *conn, batch []reply) {
 	var out []reply
 	for _, r := range batch {
 		if len(r.items) > 0 {
-			out = append(out, reply{items: r.items})
+			out = append(out, reply{pipe: r.pipe, items: r.items})
 		}
 	}
 	if len(out) > 0 {

@@ -114,16 +114,12 @@ func (co *core) handle(ev event) {
 	case ev.returned != nil:
 		for i := len(ev.returned) - 1; i >= 0; i-- {
 			r := ev.returned[i]
-			co.unread(r.pipe, r.items, false)
+			co.undelivered(r.pipe, r.items)
 		}
 	case ev.delivered != nil:
 		for _, r := range ev.delivered {
-			for _, it := range r.items {
-				delete(co.inflight, it.id)
-			}
-			co.store.consumed(r.items)
+			co.delivered(r.pipe, r.items)
 		}
-		co.recorded()
 	case ev.compacted != nil:
 		if ls, ok := co.store.(*logStore); ok {
 			if err := ls.compacted(ev.compacted); err != nil {
@@ -261,8 +257,45 @@ func (co *core) reply(c *conn, t *task, r reply) {
 func (co *core) send(c *conn, r reply) {
 	if !c.out.push(r) && len(r.items) > 0 {
 		// The connection died after the chunks were taken: they go back.
-		co.unread(r.pipe, r.items, false)
+		co.undelivered(r.pipe, r.items)
 	}
+}
+
+// delivered accounts for a read reply written to its connection: its
+// chunks are consumed, and stop counting against the limits.
+func (co *core) delivered(p *pipe, items []item) {
+	for _, it := range items {
+		delete(co.inflight, it.id)
+	}
+	co.store.consumed(items)
+	co.recorded()
+	p.inflight -= itemsCost(items)
+	co.freed(p, items)
+}
+
+// undelivered puts back at the head of its pipe a read reply that never
+// reached its connection. Its chunks never stopped counting.
+func (co *core) undelivered(p *pipe, items []item) {
+	for _, it := range items {
+		delete(co.inflight, it.id)
+	}
+	p.inflight -= itemsCost(items)
+	if co.pipes[p.name] != p {
+		p = co.pipe(p.name) // it went away meanwhile
+	}
+	co.store.returned(p.name, items, false)
+	co.recorded()
+	co.returnChunks(p, items)
+}
+
+// pipe returns the pipe of that name, creating it if needed.
+func (co *core) pipe(name string) *pipe {
+	p := co.pipes[name]
+	if p == nil {
+		p = newPipe(name)
+		co.pipes[name] = p
+	}
+	return p
 }
 
 func errorReply(err error) reply { return reply{frames: replyError(err)} }
@@ -283,11 +316,7 @@ func (co *core) exec(c *conn, t *task) (reply, bool) {
 	case CmdLimits:
 		return co.limits(), true
 	case CmdOpen, CmdHold:
-		p := co.pipes[req.Pipe]
-		if p == nil {
-			p = newPipe(req.Pipe)
-			co.pipes[req.Pipe] = p
-		}
+		p := co.pipe(req.Pipe)
 		p.opens++
 		if req.Cmd == CmdHold {
 			if c.holds == nil {
@@ -306,7 +335,17 @@ func (co *core) exec(c *conn, t *task) (reply, bool) {
 		if co.storeErr != nil {
 			return co.fail(c, req, fmt.Errorf("%w: %v", ErrStore, co.storeErr)), true
 		}
-		co.unread(req.Pipe, co.newItems(req.Chunks), true)
+		// Only what this connection took may come back this way: UNREAD
+		// is no way around the limits.
+		took := c.took[req.Pipe]
+		if len(req.Chunks) > took.chunks || req.Size > took.bytes {
+			return co.fail(c, req, fmt.Errorf("%w: UNREAD of %d chunks (%d bytes); this connection took %d (%d bytes) from the pipe",
+				ErrBadRequest, len(req.Chunks), req.Size, took.chunks, took.bytes)), true
+		}
+		took.chunks -= len(req.Chunks)
+		took.bytes -= req.Size
+		c.took[req.Pipe] = took
+		co.unread(req.Pipe, co.newItems(req.Chunks))
 		return okReply, true
 	}
 	p := co.pipes[req.Pipe]
@@ -464,9 +503,19 @@ func (co *core) read(c *conn, p *pipe, req *Request) (reply, bool) {
 		p.hold(items)
 		return reply{frames: frames}, true
 	}
-	co.freed(p, items)
-	// A store records them as consumed once written to the connection
-	// (event.delivered); if they never are, they come back.
+	// They count against the limits, and a store records them as consumed,
+	// once written to the connection (delivered); if they never are, they
+	// come back (undelivered).
+	p.inflight += itemsCost(items)
+	took := c.took[p.name]
+	took.chunks += len(items)
+	for _, it := range items {
+		took.bytes += len(it.data)
+	}
+	if c.took == nil {
+		c.took = make(map[string]taken)
+	}
+	c.took[p.name] = took
 	if co.store.durable() {
 		if co.inflight == nil {
 			co.inflight = make(map[uint64]inflightItem)
@@ -475,7 +524,7 @@ func (co *core) read(c *conn, p *pipe, req *Request) (reply, bool) {
 			co.inflight[it.id] = inflightItem{p: p, item: it}
 		}
 	}
-	return reply{pipe: p.name, items: items, frames: frames}, true
+	return reply{pipe: p, items: items, frames: frames}, true
 }
 
 // newItems gives chunks their ids.
@@ -515,30 +564,23 @@ func (co *core) fail(c *conn, req *Request, err error) reply {
 	return errorReply(err)
 }
 
-// fits reports whether a write fits. Chunks readers hold count as queued.
-// A pipe always takes a write when it is empty, so any chunk within the
-// chunk limit eventually goes through.
+// fits reports whether a write fits. Chunks readers hold, and those in
+// replies not yet written, count as queued. A pipe always takes a write
+// when it is empty, and the broker when it holds nothing, so any chunk
+// within the chunk limit eventually goes through.
 func (co *core) fits(p *pipe, req *Request) bool {
 	cost := req.Size + chunkOverhead*len(req.Chunks)
-	return (p.chunks == 0 || p.bytes+p.heldBytes+cost <= co.s.cfg.MaxPipeBytes) &&
-		co.total+cost <= co.s.cfg.MaxTotalBytes
+	return (p.chunks == 0 || p.bytes+p.heldBytes+p.inflight+cost <= co.s.cfg.MaxPipeBytes) &&
+		(co.total == 0 || co.total+cost <= co.s.cfg.MaxTotalBytes)
 }
 
-// unread puts chunks back at the head of a pipe, creating it if it went away
-// meanwhile: an UNREAD's new chunks (fresh), or chunks of replies that never
-// reached their connection. It ignores the limits: the chunks were counted
-// in before.
-func (co *core) unread(name string, items []item, fresh bool) {
-	p := co.pipes[name]
-	if p == nil {
-		p = newPipe(name)
-		co.pipes[name] = p
-	}
+// unread puts an UNREAD's chunks at the head of a pipe, creating it if it
+// went away meanwhile. It ignores the limits: no more comes back than the
+// connection took.
+func (co *core) unread(name string, items []item) {
+	p := co.pipe(name)
 	co.total += itemsCost(items)
-	for _, it := range items {
-		delete(co.inflight, it.id)
-	}
-	co.store.returned(name, items, fresh)
+	co.store.returned(name, items, true)
 	co.recorded()
 	co.returnChunks(p, items)
 }

@@ -20,6 +20,7 @@ type fuzzReq struct {
 // one: the pipes, and the requests in the order sent.
 type fuzzModel struct {
 	pipes map[string]*modelPipe
+	took  map[string]taken // what READ and MREAD took, which UNREAD may give back
 	reqs  []*fuzzReq
 	head  int // first request not yet answered
 }
@@ -34,7 +35,9 @@ type modelPipe struct {
 
 func (p *modelPipe) chunks() int { return len(p.returned) + len(p.written) }
 
-func newFuzzModel() *fuzzModel { return &fuzzModel{pipes: make(map[string]*modelPipe)} }
+func newFuzzModel() *fuzzModel {
+	return &fuzzModel{pipes: make(map[string]*modelPipe), took: make(map[string]taken)}
+}
 
 func (m *fuzzModel) names() []string {
 	var ns []string
@@ -138,6 +141,12 @@ func (m *fuzzModel) exec(q *fuzzReq) bool {
 	case CmdCancel:
 		return ok()
 	case CmdUnread:
+		took := m.took[req.Pipe]
+		if len(req.Chunks) > took.chunks || req.Size > took.bytes {
+			return fail(fmt.Errorf("%w: UNREAD of %d chunks (%d bytes); this connection took %d (%d bytes) from the pipe",
+				ErrBadRequest, len(req.Chunks), req.Size, took.chunks, took.bytes))
+		}
+		m.took[req.Pipe] = taken{took.chunks - len(req.Chunks), took.bytes - req.Size}
 		if p == nil {
 			p = &modelPipe{}
 			m.pipes[req.Pipe] = p
@@ -189,6 +198,8 @@ func (m *fuzzModel) exec(q *fuzzReq) bool {
 			out = append(out, string(c))
 			size += len(c)
 		}
+		took := m.took[req.Pipe]
+		m.took[req.Pipe] = taken{took.chunks + len(out), took.bytes + size}
 		m.removeIfUnused(req.Pipe)
 		if req.Cmd == CmdRead {
 			q.reply = append(reply, out...)

@@ -17,27 +17,36 @@ type item struct {
 	id   uint64
 }
 
-// fifo is a queue in fixed-size segments, so that neither a long queue nor
-// a burst of pushes ever copies the queue, and the memory of consumed
-// entries is released as the queue drains.
+// fifo is a queue in segments, so that neither a long queue nor a burst of
+// pushes ever copies the queue, and the memory of consumed entries is
+// released as the queue drains. Segments start small and double up to
+// segmentSize, so the many queues that only ever hold a chunk or two (one
+// per writer that writes once) cost little.
 type fifo[T any] struct {
 	head, tail *segment[T]
 	hi, ti     int // next slot to pop in head, next free slot in tail
 	n          int
 }
 
-const segmentSize = 128
+const (
+	segmentSize  = 128
+	firstSegment = 4
+)
 
 type segment[T any] struct {
-	items [segmentSize]T
+	items []T // fixed length
 	next  *segment[T]
 }
 
 func (q *fifo[T]) len() int { return q.n }
 
 func (q *fifo[T]) push(c T) {
-	if q.tail == nil || q.ti == segmentSize {
-		s := &segment[T]{}
+	if q.tail == nil || q.ti == len(q.tail.items) {
+		size := firstSegment
+		if q.tail != nil {
+			size = min(2*len(q.tail.items), segmentSize)
+		}
+		s := &segment[T]{items: make([]T, size)}
 		if q.tail == nil {
 			q.head, q.hi = s, 0
 		} else {
@@ -61,7 +70,7 @@ func (q *fifo[T]) pop() T {
 	switch {
 	case q.n == 0:
 		*q = fifo[T]{} // drop the segments; an idle queue holds nothing
-	case q.hi == segmentSize:
+	case q.hi == len(q.head.items):
 		q.head, q.hi = q.head.next, 0
 	}
 	return c
@@ -75,8 +84,9 @@ func (q *fifo[T]) pushFront(cs []T) {
 			continue
 		}
 		if q.hi == 0 {
-			q.head = &segment[T]{next: q.head}
-			q.hi = segmentSize
+			size := min(max(i+1, firstSegment), segmentSize)
+			q.head = &segment[T]{items: make([]T, size), next: q.head}
+			q.hi = size
 		}
 		q.hi--
 		q.head.items[q.hi] = cs[i]
@@ -87,7 +97,7 @@ func (q *fifo[T]) pushFront(cs []T) {
 // each calls fn for every entry, head first.
 func (q *fifo[T]) each(fn func(T)) {
 	for s, i, n := q.head, q.hi, 0; n < q.n; n++ {
-		if i == segmentSize {
+		if i == len(s.items) {
 			s, i = s.next, 0
 		}
 		fn(s.items[i])
@@ -131,6 +141,7 @@ type pipe struct {
 
 	held      int // chunks readers TOOK and have not ACKed
 	heldBytes int // their bytes, with chunkOverhead each
+	inflight  int // bytes of READ and MREAD replies not yet written (they do not keep the pipe)
 
 	reader  *conn   // the connection with a READ waiting, if any
 	blocked []*conn // connections whose WRITE waits for room, in order

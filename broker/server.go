@@ -139,8 +139,6 @@ type Server struct {
 	mu      sync.Mutex
 	sockets map[net.Conn]struct{} // every open connection, to force at Close
 
-	durable bool // replies wait for the store; written read replies are reported
-
 	// What peers can make happen at any rate is logged summarised.
 	handshakeFailed *limitedLog
 	refusedUser     *limitedLog
@@ -155,7 +153,7 @@ type event struct {
 	down      bool         // the connection is gone
 	task      *task        // a request
 	returned  []reply      // read replies that were never delivered
-	delivered []reply      // read replies written to their connection (with a store)
+	delivered []reply      // read replies written to their connection
 	committed *commitDone  // the store made changes durable
 	compacted *compactDone // the store's checkpoint is durable
 }
@@ -203,7 +201,6 @@ func Listen(cfg Config) (*Server, error) {
 	co := newCore(s)
 	co.store = st
 	if ls, ok := st.(*logStore); ok {
-		s.durable = ls.durable()
 		if err := co.recover(ls); err != nil {
 			ln.Close()
 			st.close()

@@ -59,15 +59,18 @@ func TestStoreKeepsPipesAcrossARestart(t *testing.T) {
 		mustOK(t, w.Write(ctx, "q", chunks(batch...)...))
 		mustOK(t, w.ClosePipe(ctx, "q"))
 	}
-	mustOK(t, c.Unread(ctx, "q", []byte("0")))
+	// A chunk read (MREAD) and given back (UNREAD) is at the head again.
+	got, err := readBatch(ctx, c, "q", 1)
+	mustOK(t, err)
+	mustOK(t, c.Unread(ctx, "q", got...))
 	// A reader that took two and acknowledged one: the other comes back.
 	rd := c.NewReader(ctx, "q", ReaderOptions{Batch: 2, Max: 2, Ahead: 1})
 	for range 2 {
 		_, err := rd.Next()
 		mustOK(t, err)
 	}
-	rd.Consume(1)         // "0" is consumed; "1" is held
-	_, err := c.List(ctx) // answered after the ACK: the ACK is in
+	rd.Consume(1)        // "1" is consumed; "2" is held
+	_, err = c.List(ctx) // answered after the ACK: the ACK is in
 	mustOK(t, err)
 	c.Close()
 
@@ -75,12 +78,12 @@ func TestStoreKeepsPipesAcrossARestart(t *testing.T) {
 	c = r.dial()
 	infos, err := c.List(ctx)
 	mustOK(t, err)
-	want := []PipeInfo{{Name: "kept", Opens: 1}, {Name: "q", Opens: 1, Chunks: 5, Bytes: 5, Writers: 3}}
+	want := []PipeInfo{{Name: "kept", Opens: 1}, {Name: "q", Opens: 1, Chunks: 4, Bytes: 4, Writers: 2}}
 	if !slices.Equal(infos, want) {
 		t.Fatalf("after restart: %+v, want %+v", infos, want)
 	}
-	if got := readAll(t, c, "q", 5); !slices.Equal(got, numbered(1, 5)) {
-		t.Fatalf("after restart read %v, want 1..5 in order", got)
+	if got := readAll(t, c, "q", 4); !slices.Equal(got, numbered(2, 5)) {
+		t.Fatalf("after restart read %v, want 2..5 in order", got)
 	}
 }
 

@@ -148,8 +148,12 @@ def extensions(dealer, req):
     """UNREAD puts chunks back at the head; CANCEL answers a waiting READ."""
     pipe = "interop ext"
     dealer.expect(["OK"], "OPEN", pipe)
-    dealer.expect(["OK"], "WRITE", pipe, "c")
+    dealer.expect(["OK"], "MWRITE", pipe, "a", "b", "c")
+    req.expect(["OK", "a", "b"], "MREAD", pipe, "2")
     req.expect(["OK"], "UNREAD", pipe, "a", "b")
+    got = req.call("UNREAD", pipe, "x")
+    if got[:1] != [b"ERROR"] or not got[1].startswith(b"bad request: UNREAD of 1 chunks"):
+        fail("req: UNREAD of what it did not take -> %s, want [ERROR, bad request...]" % show(got))
     for want in ["a", "b", "c"]:
         req.expect([want], "READ", pipe)
     ok("unread")
