@@ -3,10 +3,13 @@
 
 # zp_init: make a work directory, build zpipes into it (or use $ZPIPES_BIN),
 # and install the EXIT trap that kills what we started and removes the dir.
+# The work directory and the broker's abstract socket are both named
+# ZP_PREFIX-SCRIPT.XXXXXX (ZP_PREFIX defaults to zpipes), so runs sharing a
+# machine can tell their files and endpoints apart.
 zp_init() {
 	set -euo pipefail
 	ZP_ROOT=$(cd "$(dirname "${BASH_SOURCE[1]}")/.." && pwd)
-	ZP_WORK=$(mktemp -d "${TMPDIR:-/tmp}/zpipes-$(basename "${BASH_SOURCE[1]}" .sh).XXXXXX")
+	ZP_WORK=$(mktemp -d "${TMPDIR:-/tmp}/${ZP_PREFIX:-zpipes}-$(basename "${BASH_SOURCE[1]}" .sh).XXXXXX")
 	trap zp_cleanup EXIT
 	trap 'exit 130' INT
 	trap 'exit 143' TERM
@@ -16,7 +19,7 @@ zp_init() {
 		ZP=$ZP_WORK/zpipes
 		(cd "$ZP_ROOT" && go build -o "$ZP" .)
 	fi
-	ZPIPES_ENDPOINT="ipc://@zpipes-$(basename "$ZP_WORK")-$RANDOM$RANDOM"
+	ZPIPES_ENDPOINT="ipc://@$(basename "$ZP_WORK")-$RANDOM$RANDOM"
 	export ZPIPES_ENDPOINT
 }
 
@@ -45,21 +48,40 @@ zp_cleanup() {
 	exit "$rc"
 }
 
-# zp_serve [FLAGS...]: start a broker on $ZPIPES_ENDPOINT; sets ZP_BROKER to
-# its pid and waits until it answers.
+# zp_serve [FLAGS...]: start a broker on $ZPIPES_ENDPOINT, logging to
+# $ZP_BROKER_LOG (default $ZP_WORK/broker.log); sets ZP_BROKER to its pid and
+# waits until it answers `zpipes ls`, for up to ZP_SERVE_WAIT seconds
+# (default 5; a --store broker replaying a large log needs more).
 zp_serve() {
-	"$ZP" serve "$@" 2>>"$ZP_WORK/broker.log" &
+	local log=${ZP_BROKER_LOG:-$ZP_WORK/broker.log} wait=${ZP_SERVE_WAIT:-5}
+	"$ZP" serve "$@" 2>>"$log" &
 	ZP_BROKER=$!
-	local i
-	for i in $(seq 1 100); do
-		if "$ZP" ls >/dev/null 2>&1; then
+	zp_wait_ls "$wait" || {
+		echo "broker (pid $ZP_BROKER, serve $*) did not answer within $wait s; log:" >&2
+		tail -20 "$log" >&2
+		return 1
+	}
+}
+
+# zp_wait_ls SECONDS: wait until `zpipes ls` answers, polling; fails at once
+# if the broker ZP_BROKER has exited, or after SECONDS. Each try has a short
+# --timeout, so a broker that only starts answering late is seen soon after.
+zp_wait_ls() {
+	local deadline=$((SECONDS + $1))
+	while ((SECONDS <= deadline)); do
+		if "$ZP" --timeout 200ms ls >/dev/null 2>&1; then
 			return 0
 		fi
-		kill -0 "$ZP_BROKER" 2>/dev/null || { echo "broker died; log:" >&2; cat "$ZP_WORK/broker.log" >&2; return 1; }
-		sleep 0.05
+		kill -0 "$ZP_BROKER" 2>/dev/null || return 1
+		sleep 0.02
 	done
-	echo "broker did not answer within 5 s" >&2
 	return 1
+}
+
+# zp_kill9_broker: SIGKILL the broker ZP_BROKER and reap it.
+zp_kill9_broker() {
+	kill -KILL "$ZP_BROKER" 2>/dev/null || true
+	wait "$ZP_BROKER" 2>/dev/null || true
 }
 
 # zp_status PID FIELD: a /proc/PID/status field, in kB for sizes.
