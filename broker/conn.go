@@ -65,9 +65,22 @@ func (o *outbox) push(r reply) bool {
 	if o.dead {
 		return false
 	}
+	// What a reply carries counts with the requests, so a connection that
+	// does not read its replies stops being read before its replies cost
+	// more than maxInflightBytes and one reply.
+	o.bytes += r.size()
 	o.queue = append(o.queue, r)
 	signal(o.wake)
 	return true
+}
+
+// size is the bytes of the reply's frames.
+func (r *reply) size() int {
+	n := 0
+	for _, f := range r.frames {
+		n += len(f)
+	}
+	return n
 }
 
 // admit waits until the connection may read another request, or it closes.
@@ -137,12 +150,13 @@ func (o *outbox) take(buf []reply) []reply {
 func (o *outbox) release(rs []reply) {
 	n, b := 0, 0
 	for _, r := range rs {
+		b += r.size()
 		if r.credit {
 			n++
 			b += r.cost
 		}
 	}
-	if n == 0 {
+	if n == 0 && b == 0 {
 		return
 	}
 	o.mu.Lock()
@@ -228,6 +242,12 @@ func (s *Server) readLoop(c *conn) {
 		} else {
 			t.req, t.err = ParseRequest(msg.frames, lim)
 			t.cost = t.req.Size
+			if t.err == nil && t.req.isRead() {
+				// Its reply is not built yet: hold room for it now, or a
+				// peer could queue reads faster than replies fill the
+				// bound below.
+				t.cost += maxReplyBytes
+			}
 			c.out.charge(t.cost)
 		}
 		if !s.send(event{conn: c, task: t}) {

@@ -316,6 +316,9 @@ func (co *core) exec(c *conn, t *task) (reply, bool) {
 	case CmdLimits:
 		return co.limits(), true
 	case CmdOpen, CmdHold:
+		if co.pipes[req.Pipe] == nil && len(co.pipes) >= co.s.cfg.MaxPipes {
+			return co.fail(c, req, fmt.Errorf("%w: the broker holds %d", ErrTooManyPipes, len(co.pipes))), true
+		}
 		p := co.pipe(req.Pipe)
 		p.opens++
 		if req.Cmd == CmdHold {
@@ -345,7 +348,7 @@ func (co *core) exec(c *conn, t *task) (reply, bool) {
 		took.chunks -= len(req.Chunks)
 		took.bytes -= req.Size
 		c.took[req.Pipe] = took
-		co.unread(req.Pipe, co.newItems(req.Chunks))
+		co.unread(req.Pipe, co.newItems(compact(req)))
 		return okReply, true
 	}
 	p := co.pipes[req.Pipe]
@@ -447,7 +450,7 @@ func (co *core) write(c *conn, p *pipe, req *Request) (reply, bool) {
 	if len(p.blocked) > 0 {
 		p.blocked = p.blocked[1:] // it was c's turn
 	}
-	items := co.newItems(req.Chunks)
+	items := co.newItems(compact(req))
 	q := p.enqueue(c.id, items)
 	co.store.wrote(p.name, q.qid, items)
 	co.recorded()
@@ -525,6 +528,22 @@ func (co *core) read(c *conn, p *pipe, req *Request) (reply, bool) {
 		}
 	}
 	return reply{pipe: p, items: items, frames: frames}, true
+}
+
+// compact returns the request's chunks, copied into a buffer of their own
+// when the message they arrived in is mostly something else (a long pipe
+// name and a short chunk): a queued chunk keeps its whole message alive.
+func compact(req *Request) [][]byte {
+	if len(req.Pipe) <= req.Size {
+		return req.Chunks
+	}
+	buf := make([]byte, 0, req.Size)
+	out := make([][]byte, len(req.Chunks))
+	for i, c := range req.Chunks {
+		buf = append(buf, c...)
+		out[i] = buf[len(buf)-len(c) : len(buf) : len(buf)]
+	}
+	return out
 }
 
 // newItems gives chunks their ids.

@@ -23,11 +23,12 @@ var (
 	ErrCancelled      = errors.New("cancelled")
 	ErrShutdown       = errors.New("broker shutting down")
 	ErrStore          = errors.New("store failed")
+	ErrTooManyPipes   = errors.New("too many pipes")
 )
 
 var wireErrors = []error{
 	ErrUnknownCommand, ErrBadRequest, ErrBadName, ErrTooLarge, ErrNoPipe,
-	ErrNotOpen, ErrReaderBusy, ErrCancelled, ErrShutdown, ErrStore,
+	ErrNotOpen, ErrReaderBusy, ErrCancelled, ErrShutdown, ErrStore, ErrTooManyPipes,
 }
 
 // RemoteError is an ERROR reply received from a broker.

@@ -3,8 +3,12 @@ package broker
 import (
 	"bytes"
 	"errors"
+	"fmt"
 	"strings"
 	"testing"
+	"time"
+
+	"github.com/go-zeromq/zmq4"
 )
 
 func TestFullPipeDelaysWriteOnlyForThatPipe(t *testing.T) {
@@ -138,4 +142,126 @@ func TestLimitsReportsWhatTheBrokerAccepts(t *testing.T) {
 	if got != want {
 		t.Fatalf("LIMITS: %+v, want %+v", got, want)
 	}
+}
+
+// Chunks of replies a reader has not taken off its socket still count
+// against the limits: a reader that sends MREADs and never reads cannot
+// make the broker acknowledge writes without end.
+func TestRepliesNotReadCountAgainstTheLimit(t *testing.T) {
+	s := startServer(t, func(c *Config) {
+		c.Limits = DefaultLimits
+		c.Limits.MaxChunk = 1000
+		c.MaxPipeBytes, c.MaxTotalBytes = 64<<10, 64<<10
+	})
+	ctx := testCtx(t)
+	w, watch := dialT(t, s), dialT(t, s)
+	mustOK(t, w.Open(ctx, "p"))
+	reader := dialRaw(t, s, zmq4.Dealer)
+	for range 16 { // as many as it may have in flight: room for 16 MiB of replies
+		reader.send("MREAD", "p", "1000") // and never read the replies
+	}
+	chunk := make([]byte, 1000)
+	calls := make([]*call, 3000)
+	for i := range calls {
+		calls[i] = w.async(CmdWrite, []byte("p"), chunk)
+	}
+	waitFor(t, watch, func(ps []PipeInfo) bool { return len(ps) == 1 && ps[0].Blocked == 1 })
+	acked := 0
+	for _, k := range calls {
+		select {
+		case <-k.done:
+			mustOK(t, k.err)
+			acked++
+		default:
+		}
+	}
+	// 64 KiB of limit, and what the kernel's socket buffers took; not 3 MB.
+	if acked > 1000 {
+		t.Fatalf("%d writes of 1000 bytes acknowledged under a 64 KiB limit", acked)
+	}
+	t.Logf("acknowledged %d writes before the limit held", acked)
+}
+
+// A connection that does not read its replies stops being read once its
+// replies and requests pass maxInflightBytes: it cannot make the broker
+// build replies without end.
+func TestRepliesNotReadThrottleTheirConnection(t *testing.T) {
+	s := startServer(t)
+	ctx := testCtx(t)
+	w, watch := dialT(t, s), dialT(t, s)
+	mustOK(t, w.Open(ctx, "p"))
+	chunk := make([]byte, 1<<20)
+	for range 64 {
+		mustOK(t, w.Write(ctx, "p", chunk))
+	}
+	reader := dialRaw(t, s, zmq4.Dealer)
+	for range 64 {
+		reader.send("MREAD", "p", "1")
+	}
+	// Settled when the pipe stops draining; the broker stops reading the
+	// MREADs after 16 MiB of replies (and the socket buffers) wait.
+	left := 64
+	settle(t, 10*time.Second, "the reader throttled", func() (bool, string) {
+		ps, err := watch.List(ctx)
+		mustOK(t, err)
+		n := ps[0].Chunks
+		stable := n == left
+		left = n
+		return stable && n < 64, fmt.Sprintf("%d chunks left", n)
+	})
+	if left < 64-24 {
+		t.Fatalf("the broker built %d MiB of replies for a connection that reads none", 64-left)
+	}
+}
+
+// UNREAD gives back only what the connection took with READ and MREAD.
+func TestUnreadGivesBackOnlyWhatWasTaken(t *testing.T) {
+	s := startServer(t)
+	ctx := testCtx(t)
+	c := dialT(t, s)
+	mustOK(t, c.Open(ctx, "p"))
+	if err := c.Unread(ctx, "p", []byte("never taken")); !errors.Is(err, ErrBadRequest) {
+		t.Fatalf("UNREAD of what was not taken: %v, want ErrBadRequest", err)
+	}
+	mustOK(t, c.Write(ctx, "p", []byte("a"), []byte("b")))
+	got, err := readBatch(ctx, c, "p", 2)
+	mustOK(t, err)
+	mustOK(t, c.Unread(ctx, "p", got...))
+	if err := c.Unread(ctx, "p", []byte("a")); !errors.Is(err, ErrBadRequest) {
+		t.Fatalf("UNREAD of more than was taken: %v, want ErrBadRequest", err)
+	}
+}
+
+// A write that costs more than the total limit, into a broker that holds
+// nothing, goes through rather than wait for room that can never be made.
+func TestBatchOverTheTotalLimitGoesIntoAnEmptyBroker(t *testing.T) {
+	s := startServer(t, func(c *Config) {
+		c.Limits = DefaultLimits
+		c.Limits.MaxChunk = 1000
+		c.MaxPipeBytes, c.MaxTotalBytes = 1100, 1100
+	})
+	ctx := testCtx(t)
+	c := dialT(t, s)
+	mustOK(t, c.Open(ctx, "p"))
+	batch := make([][]byte, 10)
+	for i := range batch {
+		batch[i] = make([]byte, 200)
+	}
+	mustOK(t, c.Write(ctx, "p", batch...)) // 2,240 bytes counted
+}
+
+func TestOpenBeyondMaxPipesIsRefused(t *testing.T) {
+	s := startServer(t, func(c *Config) { c.MaxPipes = 2 })
+	ctx := testCtx(t)
+	c := dialT(t, s)
+	mustOK(t, c.Open(ctx, "a"))
+	mustOK(t, c.Hold(ctx, "b"))
+	for _, err := range []error{c.Open(ctx, "c"), c.Hold(ctx, "c")} {
+		if !errors.Is(err, ErrTooManyPipes) {
+			t.Fatalf("a third pipe: %v, want ErrTooManyPipes", err)
+		}
+	}
+	mustOK(t, c.Open(ctx, "a")) // an existing one is fine
+	mustOK(t, c.ClosePipe(ctx, "b"))
+	mustOK(t, c.Open(ctx, "c")) // room again
 }

