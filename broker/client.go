@@ -317,20 +317,29 @@ func (c *Client) Unread(ctx context.Context, pipe string, chunks ...[]byte) erro
 	return wrap("unread", pipe, err)
 }
 
-// List describes every pipe the broker has.
+// List describes every pipe the broker has, by name. The broker answers
+// LIST a page at a time; List asks for every page.
 func (c *Client) List(ctx context.Context) ([]PipeInfo, error) {
-	reply, err := c.do(ctx, CmdList)
-	if err != nil {
-		return nil, fmt.Errorf("list: %w", err)
+	var all []PipeInfo
+	var args [][]byte
+	for {
+		reply, err := c.do(ctx, CmdList, args...)
+		if err != nil {
+			return nil, fmt.Errorf("list: %w", err)
+		}
+		if len(reply) != 1 && len(reply) != 2 {
+			return nil, fmt.Errorf("list: %w: %d frames", ErrBadReply, len(reply))
+		}
+		var infos []PipeInfo
+		if err := json.Unmarshal(reply[0], &infos); err != nil {
+			return nil, fmt.Errorf("list: %w: %v", ErrBadReply, err)
+		}
+		all = append(all, infos...)
+		if len(reply) == 1 {
+			return all, nil
+		}
+		args = [][]byte{reply[1]} // the next page starts after this name
 	}
-	if len(reply) != 1 {
-		return nil, fmt.Errorf("list: %w: %d frames", ErrBadReply, len(reply))
-	}
-	var infos []PipeInfo
-	if err := json.Unmarshal(reply[0], &infos); err != nil {
-		return nil, fmt.Errorf("list: %w: %v", ErrBadReply, err)
-	}
-	return infos, nil
 }
 
 // Limits returns what the broker accepts (LIMITS), asked once per Client.

@@ -7,8 +7,9 @@ import (
 	"log/slog"
 	"runtime/debug"
 	"slices"
-	"sort"
 	"time"
+
+	"github.com/google/btree"
 )
 
 // maxReplyBytes bounds the chunks one MREAD reply carries (it always carries
@@ -22,6 +23,7 @@ type core struct {
 	s       *Server
 	log     *slog.Logger
 	pipes   map[string]*pipe
+	names   *btree.BTreeG[string] // the pipes' names, in order, for LIST
 	conns   map[uint64]*conn
 	total   int // bytes queued in all pipes
 	stalled map[*pipe]struct{}
@@ -63,6 +65,7 @@ func newCore(s *Server) *core {
 		stalled: make(map[*pipe]struct{}),
 		store:   memStore{},
 		nextID:  1,
+		names:   btree.NewOrderedG[string](32),
 	}
 }
 
@@ -293,9 +296,16 @@ func (co *core) pipe(name string) *pipe {
 	p := co.pipes[name]
 	if p == nil {
 		p = newPipe(name)
-		co.pipes[name] = p
+		co.addPipe(p)
 	}
 	return p
+}
+
+// addPipe and the delete in removeIfUnused keep the table and the index of
+// names, which LIST pages through, in step.
+func (co *core) addPipe(p *pipe) {
+	co.pipes[p.name] = p
+	co.names.ReplaceOrInsert(p.name)
 }
 
 func errorReply(err error) reply { return reply{frames: replyError(err)} }
@@ -312,7 +322,7 @@ func (co *core) exec(c *conn, t *task) (reply, bool) {
 	req := &t.req
 	switch req.Cmd {
 	case CmdList:
-		return co.list(), true
+		return co.list(req.After), true
 	case CmdLimits:
 		return co.limits(), true
 	case CmdOpen, CmdHold:
@@ -519,6 +529,7 @@ func (co *core) read(c *conn, p *pipe, req *Request) (reply, bool) {
 		c.took = make(map[string]taken)
 	}
 	c.took[p.name] = took
+	co.removeIfUnused(p) // a pipe emptied by a read goes now, not when the reply is written
 	if co.store.durable() {
 		if co.inflight == nil {
 			co.inflight = make(map[uint64]inflightItem)
@@ -648,6 +659,7 @@ func (co *core) wakeWriters(p *pipe) {
 func (co *core) removeIfUnused(p *pipe) {
 	if p.unused() && co.pipes[p.name] == p {
 		delete(co.pipes, p.name)
+		co.names.Delete(p.name)
 		delete(co.stalled, p)
 		// Writers that wrote and never closed forget it.
 		for id := range p.writers {
@@ -766,9 +778,28 @@ func (co *core) limits() reply {
 	return reply{frames: [][]byte{okFrame, b}}
 }
 
-func (co *core) list() reply {
-	infos := make([]PipeInfo, 0, len(co.pipes))
-	for _, p := range co.pipes {
+// Pages of LIST: at most listPage pipes, and no more once the names in a
+// page pass listPageBytes, so one request never builds a big reply or
+// holds the core for long, however many pipes there are.
+const (
+	listPage      = 1000
+	listPageBytes = 128 << 10
+)
+
+// list answers a page of pipes, by name, from the first after the given
+// one; a third frame, the last name, says there are more.
+func (co *core) list(after string) reply {
+	infos := make([]PipeInfo, 0, min(listPage, len(co.pipes)))
+	more, names := false, 0
+	co.names.AscendGreaterOrEqual(after, func(name string) bool {
+		if name == after && after != "" {
+			return true
+		}
+		if len(infos) == listPage || names > listPageBytes {
+			more = true
+			return false
+		}
+		p := co.pipes[name]
 		infos = append(infos, PipeInfo{
 			Name:    p.name,
 			Opens:   p.opens,
@@ -778,11 +809,16 @@ func (co *core) list() reply {
 			Blocked: len(p.blocked),
 			Reader:  p.reader != nil,
 		})
-	}
-	sort.Slice(infos, func(i, j int) bool { return infos[i].Name < infos[j].Name })
+		names += len(name)
+		return true
+	})
 	b, err := json.Marshal(infos)
 	if err != nil {
 		return errorReply(err)
 	}
-	return reply{frames: [][]byte{okFrame, b}}
+	frames := [][]byte{okFrame, b}
+	if more {
+		frames = append(frames, []byte(infos[len(infos)-1].Name))
+	}
+	return reply{frames: frames}
 }

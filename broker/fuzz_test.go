@@ -126,9 +126,19 @@ func checkRequest(t *testing.T, req Request, frames [][]byte, lim Limits) {
 		t.Fatalf("Cmd %q is not the command frame of %q", req.Cmd, frames)
 	}
 	args = args[1:]
-	if req.Cmd == CmdList {
-		if len(args) != 0 || req.Pipe != "" || req.Chunks != nil {
+	switch req.Cmd {
+	case CmdList:
+		after := ""
+		if len(args) == 1 {
+			after = string(args[0])
+		}
+		if len(args) > 1 || req.After != after || len(after) > lim.MaxName || req.Pipe != "" || req.Chunks != nil {
 			t.Fatalf("LIST parsed from %q as %+v", frames, req)
+		}
+		return
+	case CmdLimits:
+		if len(args) != 0 || req.Pipe != "" || req.Chunks != nil {
+			t.Fatalf("LIMITS parsed from %q as %+v", frames, req)
 		}
 		return
 	}

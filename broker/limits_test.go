@@ -265,3 +265,36 @@ func TestOpenBeyondMaxPipesIsRefused(t *testing.T) {
 	mustOK(t, c.ClosePipe(ctx, "b"))
 	mustOK(t, c.Open(ctx, "c")) // room again
 }
+
+// LIST answers a page at a time, so one request never builds a reply of
+// unbounded size; Client.List pages through them all, in order.
+func TestListAnswersInPages(t *testing.T) {
+	s := startServer(t)
+	ctx := testCtx(t)
+	c := dialT(t, s)
+	const n = 2500
+	calls := make([]*call, n)
+	for i := range calls {
+		calls[i] = c.async(CmdOpen, fmt.Appendf(nil, "pipe-%05d", i))
+	}
+	for _, k := range calls {
+		<-k.done
+		mustOK(t, k.err)
+	}
+	raw := dialRaw(t, s, zmq4.Dealer)
+	raw.send("LIST")
+	page := raw.recv()
+	if len(page) != 3 || page[0] != "OK" || page[2] != fmt.Sprintf("pipe-%05d", listPage-1) {
+		t.Fatalf("first page: %d frames, next %q", len(page), page[len(page)-1])
+	}
+	infos, err := c.List(ctx)
+	mustOK(t, err)
+	if len(infos) != n {
+		t.Fatalf("List: %d pipes, want %d", len(infos), n)
+	}
+	for i, p := range infos {
+		if p.Name != fmt.Sprintf("pipe-%05d", i) {
+			t.Fatalf("pipe %d is %q", i, p.Name)
+		}
+	}
+}

@@ -18,7 +18,7 @@ const (
 	CmdMRead  = "MREAD"  // MREAD pipe max       -> OK chunk... (1 to max chunks)
 	CmdCancel = "CANCEL" // CANCEL pipe          -> OK (earlier reads answer "cancelled")
 	CmdUnread = "UNREAD" // UNREAD pipe chunk... -> OK (chunks back at the head)
-	CmdList   = "LIST"   // LIST                 -> OK json
+	CmdList   = "LIST"   // LIST [after]         -> OK json [next] (a page of pipes)
 	CmdLimits = "LIMITS" // LIMITS               -> OK json (see Limits)
 	CmdTake   = "TAKE"   // TAKE pipe max        -> OK chunk... (held until ACK)
 	CmdAck    = "ACK"    // ACK pipe n           -> OK (the oldest n held are consumed)
@@ -84,6 +84,7 @@ type Request struct {
 	Pipe     string   // pipe name (empty for LIST)
 	Chunks   [][]byte // WRITE, MWRITE, UNREAD
 	Max      int      // MREAD: most chunks to return; READ: 1
+	After    string   // LIST: list the pipes named after this
 	Size     int      // bytes in Chunks
 }
 
@@ -137,7 +138,18 @@ func ParseRequest(frames [][]byte, lim Limits) (Request, error) {
 				ErrBadRequest, cmd, args[1], most)
 		}
 		req.Max = n
-	case CmdList, CmdLimits:
+	case CmdList:
+		if err := wantFrames(cmd, args, 0, 1); err != nil {
+			return req, err
+		}
+		if len(args) == 1 {
+			if len(args[0]) > lim.MaxName {
+				return req, fmt.Errorf("%w: %d bytes, limit %d", ErrBadName, len(args[0]), lim.MaxName)
+			}
+			req.After = string(args[0])
+		}
+		return req, nil
+	case CmdLimits:
 		if err := wantFrames(cmd, args, 0, 0); err != nil {
 			return req, err
 		}

@@ -196,7 +196,7 @@ func (rs *replayState) build(co *core) {
 		if p.chunks == 0 && p.opens == 0 {
 			continue
 		}
-		co.pipes[name] = p
+		co.addPipe(p)
 		co.total += p.bytes
 	}
 }
