@@ -16,10 +16,11 @@ import (
 // ServeCmd runs the broker until SIGINT, SIGTERM or SIGHUP.
 type ServeCmd struct {
 	Verbose       bool          `short:"v" help:"Log every connection and request (debug level)."`
-	MaxChunk      byteSize      `default:"16MiB" placeholder:"SIZE" group:"limits" help:"Largest chunk accepted."`
-	MaxPipeBytes  byteSize      `default:"256MiB" placeholder:"SIZE" group:"limits" help:"Bytes one pipe may queue; a WRITE to a full pipe waits for room."`
-	MaxTotalBytes byteSize      `default:"512MiB" placeholder:"SIZE" group:"limits" help:"Bytes all pipes together may queue."`
+	MaxChunk      byteSize      `default:"${max_chunk}" placeholder:"SIZE" group:"limits" help:"Largest chunk accepted."`
+	MaxPipeBytes  byteSize      `default:"${max_pipe_bytes}" placeholder:"SIZE" group:"limits" help:"Bytes one pipe may queue; a WRITE to a full pipe waits for room."`
+	MaxTotalBytes byteSize      `default:"${max_total_bytes}" placeholder:"SIZE" group:"limits" help:"Bytes all pipes together may queue."`
 	MaxConns      int           `placeholder:"N" group:"limits" help:"Connections served at once, those still in their handshake included; a connection over the limit is closed as soon as it is accepted. Default: 4096, or the open-file limit less 64 if that is lower."`
+	MaxPipes      int           `placeholder:"N" default:"${max_pipes}" group:"limits" help:"Pipes the broker holds at once; an OPEN that would create one more is refused with \"too many pipes\"."`
 	AllowUID      []int         `name:"allow-uid" placeholder:"UID" help:"Also accept connections from this user (repeatable); by default only the broker's own user may connect."`
 	Store         string        `placeholder:"DIR" type:"path" help:"Keep pipes and chunks in DIR, so they survive the broker's exit, crash and restart; a write is acknowledged once it is on disk. One broker per DIR. Without it, chunks live in memory."`
 	SyncEvery     time.Duration `placeholder:"DURATION" help:"With --store: acknowledge writes before they are on disk and sync every DURATION (say 1s): faster, but a crash loses up to DURATION of acknowledged writes."`
@@ -62,6 +63,7 @@ func (s *ServeCmd) Run(a *app) error {
 		MaxTotalBytes:  int(s.MaxTotalBytes),
 		AllowUIDs:      s.AllowUID,
 		MaxConns:       s.MaxConns,
+		MaxPipes:       s.MaxPipes,
 		Store:          s.Store,
 		StoreSyncEvery: s.SyncEvery,
 	})

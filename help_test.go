@@ -5,13 +5,12 @@ import (
 	"testing"
 
 	"github.com/alecthomas/kong"
-	"github.com/zpipes/zpipes/broker"
 )
 
 // TestHelpShowsEveryDefault checks that each command's --help, and
 // zpipes(1), give the default of every visible flag that has one.
 func TestHelpShowsEveryDefault(t *testing.T) {
-	parser, err := kong.New(&CLI{}, kong.Vars{"endpoint": broker.DefaultEndpoint, "version": "test"})
+	parser, err := kong.New(&CLI{}, cliVars())
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -7,9 +7,11 @@ import (
 	"fmt"
 	"os"
 	"reflect"
+	"strconv"
 	"time"
 
 	"github.com/alecthomas/kong"
+	"github.com/docker/go-units"
 	"github.com/zpipes/zpipes/broker"
 )
 
@@ -71,7 +73,7 @@ func run(args []string, stdin *os.File, stdout, stderr *os.File) int {
 		kong.Name("zpipes"),
 		kong.Description("Reliable named pipes: chunks queued in a broker outlive the processes that write and read them."),
 		kong.Writers(stdout, stderr),
-		kong.Vars{"endpoint": broker.DefaultEndpoint, "version": "zpipes " + version},
+		cliVars(),
 		kong.Exit(a.exitEarly),
 		kong.KindMapper(reflect.String, kong.MapperFunc(exactString)),
 		kong.ValueFormatter(flagHelp),
@@ -98,4 +100,17 @@ func run(args []string, stdin *os.File, stdout, stderr *os.File) int {
 	a.endpoint, a.timeout = cli.Endpoint, cli.Timeout
 	defer profile()()
 	return a.exit(kctx.Run())
+}
+
+// cliVars are the values the CLI's tags refer to: the broker's defaults,
+// defined once, in package broker.
+func cliVars() kong.Vars {
+	return kong.Vars{
+		"endpoint":        broker.DefaultEndpoint,
+		"version":         "zpipes " + version,
+		"max_chunk":       units.BytesSize(float64(broker.DefaultLimits.MaxChunk)),
+		"max_pipe_bytes":  units.BytesSize(broker.DefaultMaxPipeBytes),
+		"max_total_bytes": units.BytesSize(broker.DefaultMaxTotalBytes),
+		"max_pipes":       strconv.Itoa(broker.DefaultMaxPipes),
+	}
 }

@@ -35,7 +35,7 @@ func TestManPageCurrent(t *testing.T) {
 // and says nothing of the hidden ones.
 func TestManPageDocumentsEverything(t *testing.T) {
 	page := string(runCaptured(t, "man"))
-	parser, err := kong.New(&CLI{}, kong.Vars{"endpoint": broker.DefaultEndpoint, "version": "test"})
+	parser, err := kong.New(&CLI{}, cliVars())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -90,7 +90,7 @@ func TestManPageDocumentsEverything(t *testing.T) {
 // each other, which zpipes does not use (cat checks -r and -w in Validate).
 // A flag that needs them fails here, so the generator gets them.
 func TestManPageHasNoRequiredFlags(t *testing.T) {
-	parser, err := kong.New(&CLI{}, kong.Vars{"endpoint": broker.DefaultEndpoint, "version": "test"})
+	parser, err := kong.New(&CLI{}, cliVars())
 	if err != nil {
 		t.Fatal(err)
 	}

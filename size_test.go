@@ -84,7 +84,7 @@ func TestSizeRejectsWhatIsNotASize(t *testing.T) {
 // them in units.
 func TestServeDefaultsAreTheBrokers(t *testing.T) {
 	var cli CLI
-	parser, err := kong.New(&cli, kong.Vars{"endpoint": broker.DefaultEndpoint, "version": "test"})
+	parser, err := kong.New(&cli, cliVars())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -92,9 +92,9 @@ func TestServeDefaultsAreTheBrokers(t *testing.T) {
 		t.Fatal(err)
 	}
 	s := cli.Serve
-	if int(s.MaxChunk) != broker.DefaultLimits.MaxChunk || s.MaxPipeBytes != 256<<20 || s.MaxTotalBytes != 512<<20 {
-		t.Errorf("serve defaults: chunk %d, pipe %d, total %d; want %d, %d, %d",
-			s.MaxChunk, s.MaxPipeBytes, s.MaxTotalBytes, broker.DefaultLimits.MaxChunk, 256<<20, 512<<20)
+	if int(s.MaxChunk) != broker.DefaultLimits.MaxChunk || s.MaxPipeBytes != broker.DefaultMaxPipeBytes ||
+		s.MaxTotalBytes != broker.DefaultMaxTotalBytes || s.MaxPipes != broker.DefaultMaxPipes {
+		t.Errorf("serve defaults: chunk %d, pipe %d, total %d, pipes %d; want the broker's", s.MaxChunk, s.MaxPipeBytes, s.MaxTotalBytes, s.MaxPipes)
 	}
 	help := oneLine(runCaptured(t, "serve", "--help"))
 	page := oneLine(runCaptured(t, "man"))

@@ -65,6 +65,12 @@ type Config struct {
 	testStore  store
 }
 
+// The default byte limits, when Config leaves them zero.
+const (
+	DefaultMaxPipeBytes  = 256 << 20
+	DefaultMaxTotalBytes = 512 << 20
+)
+
 // DefaultMaxPipes is the pipe limit when Config.MaxPipes is zero: enough
 // for any use of names, few enough that empty pipes (about a kilobyte
 // each, with their names) cannot run the broker out of memory.
@@ -103,10 +109,10 @@ func (c *Config) setDefaults() error {
 		c.Limits = DefaultLimits
 	}
 	if c.MaxPipeBytes == 0 {
-		c.MaxPipeBytes = 256 << 20
+		c.MaxPipeBytes = DefaultMaxPipeBytes
 	}
 	if c.MaxTotalBytes == 0 {
-		c.MaxTotalBytes = 512 << 20
+		c.MaxTotalBytes = DefaultMaxTotalBytes
 	}
 	if c.HandshakeTimeout == 0 {
 		c.HandshakeTimeout = handshakeLimit
