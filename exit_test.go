@@ -298,10 +298,7 @@ func TestInteropWithServeCommand(t *testing.T) {
 	b := make([]byte, 8)
 	rand.Read(b)
 	ep := "ipc://@zpipes-test-" + hex.EncodeToString(b)
-	serve := exec.Command(zpipesBin(t), "-e", ep, "serve")
-	if err := serve.Start(); err != nil {
-		t.Fatal(err)
-	}
+	serve := startServe(t, ep)
 	defer func() {
 		serve.Process.Signal(syscall.SIGTERM)
 		if code := exitCode(t, serve.Wait()); code != 0 {
@@ -310,18 +307,6 @@ func TestInteropWithServeCommand(t *testing.T) {
 	}()
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	for {
-		c, err := broker.Dial(ctx, ep)
-		if err == nil {
-			c.Close()
-			break
-		}
-		select {
-		case <-ctx.Done():
-			t.Fatalf("serve never listened: %v", err)
-		case <-time.After(5 * time.Millisecond):
-		}
-	}
 	out, err := exec.CommandContext(ctx, python, "broker/testdata/interop.py", ep).CombinedOutput()
 	t.Logf("interop.py:\n%s", out)
 	if err != nil {

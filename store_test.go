@@ -27,7 +27,7 @@ func startServe(t *testing.T, ep string, args ...string) *exec.Cmd {
 	}
 	t.Cleanup(func() {
 		cmd.Process.Kill()
-		cmd.Wait()
+		cmd.Wait() // an error if the test waited already
 		if t.Failed() {
 			t.Logf("serve %v log:\n%s", args, log.String())
 		}

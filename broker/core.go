@@ -36,6 +36,7 @@ type core struct {
 	// deferred until a commit covering that gen is done, and replies leave
 	// in the order made, so a connection's replies stay in order.
 	store    store
+	persist  bool   // the store keeps something: changes are committed
 	nextID   uint64 // the id of the next chunk queued
 	gen      uint64 // changes recorded so far
 	dirty    bool   // changes recorded since the last commit was asked for
@@ -156,11 +157,10 @@ type commitDone struct {
 // recorded notes that the store was told of a change, to be committed at
 // the end of the event.
 func (co *core) recorded() {
-	if _, mem := co.store.(memStore); mem {
-		return
+	if co.persist {
+		co.gen++
+		co.dirty = true
 	}
-	co.gen++
-	co.dirty = true
 }
 
 // committed sends the replies that waited for changes up to gen.
@@ -738,7 +738,7 @@ func (co *core) shutdown() {
 		co.storeFailed(err)
 	}
 	co.committed(co.gen, nil)
-	co.store, co.dirty = memStore{}, false // closed: what follows goes straight out
+	co.store, co.dirty, co.persist = memStore{}, false, false // closed: what follows goes straight out
 	chunks, bytes, pipes := 0, 0, 0
 	for _, p := range co.pipes {
 		if p.chunks+p.held > 0 {

@@ -218,6 +218,8 @@ func Listen(cfg Config) (*Server, error) {
 	s.acceptFailed = newLimitedLog(s.log, slog.LevelError, "accept failed", every)
 	co := newCore(s)
 	co.store = st
+	_, mem := st.(memStore)
+	co.persist = !mem
 	if ls, ok := st.(*logStore); ok {
 		if err := co.recover(ls); err != nil {
 			ln.Close()
