@@ -1,10 +1,8 @@
 package main
 
 import (
-	"bytes"
 	"errors"
 	"fmt"
-	"io"
 	"runtime/debug"
 	"time"
 
@@ -122,88 +120,3 @@ const (
 	retryMin = 50 * time.Millisecond
 	retryMax = 2 * time.Second
 )
-
-// writeStream runs feed, which writes chunks to a Writer on the pipe, and
-// reports how many the pipe received when anything stops it short; unit
-// names what a chunk was made from (a line, an argument). feed
-// runs in a goroutine of its own, so a signal is heard even while it waits
-// on its input.
-func writeStream(a *app, cl *broker.Client, what, unit, pipe string, opt broker.WriterOptions, feed func(*broker.Writer) error) error {
-	w, err := cl.NewWriter(a.ctx, pipe, opt)
-	if err != nil {
-		return err
-	}
-	done := make(chan error, 1)
-	go func() { done <- feed(w) }()
-	var ferr error
-	select {
-	case ferr = <-done:
-	case <-a.ctx.Done():
-	}
-	n, err := w.Close()
-	var big *broker.ChunkTooLargeError
-	switch {
-	case a.ctx.Err() != nil:
-		return fmt.Errorf("%s %q: interrupted: %d chunks written", what, pipe, n)
-	case errors.As(err, &big):
-		return fmt.Errorf("%s %q: %s %d has %d bytes, over the broker's chunk limit of %d (%d chunks written)",
-			what, pipe, unit, big.Index, big.Size, big.Limit, n)
-	case err != nil:
-		return fmt.Errorf("%w (%d chunks written)", err, n)
-	case ferr != nil:
-		return fmt.Errorf("%w (%d chunks written)", ferr, n)
-	}
-	return nil
-}
-
-// readStream prints chunks from the pipe, each followed by sep, until the
-// Reader's Max, the marker eof (taken, not printed), a signal, a closed
-// stdout or a failure stops it. Output is buffered and flushed whenever the
-// pipe goes idle. It returns how many chunks it printed; every chunk it
-// took and did not print goes back to the head of the pipe.
-func readStream(a *app, cl *broker.Client, what, pipe string, opt broker.ReaderOptions, sep byte, eof *string, prog *progress) (printed int, err error) {
-	r := cl.NewReader(a.ctx, pipe, opt)
-	out := &chunkWriter{w: a.stdout, sep: sep}
-	defer func() {
-		cerr := r.Close()
-		if !errors.Is(err, broker.ErrConnLost) { // the same loss, said once
-			err = errors.Join(err, cerr)
-		}
-	}()
-	flush := func() error {
-		n, err := out.flush()
-		r.Consume(n)
-		printed += n
-		return err
-	}
-	for {
-		if r.Buffered() == 0 {
-			if err := flush(); err != nil {
-				return printed, err
-			}
-		}
-		chunk, err := r.Next()
-		switch {
-		case err == io.EOF:
-			return printed, flush()
-		case a.ctx.Err() != nil:
-			return printed, fmt.Errorf("%s %q: interrupted after %d chunks", what, pipe, printed)
-		case err != nil:
-			return printed, err
-		}
-		if eof != nil && bytes.Equal(chunk, []byte(*eof)) {
-			err := flush()
-			if err == nil {
-				r.Consume(1) // the marker is taken, not printed
-			}
-			return printed, err
-		}
-		prog.add(1, len(chunk))
-		out.add(chunk)
-		if out.full() {
-			if err := flush(); err != nil {
-				return printed, err
-			}
-		}
-	}
-}

@@ -21,7 +21,7 @@ var version = "dev"
 // CLI is the command line: global flags, then one subcommand.
 type CLI struct {
 	Endpoint string           `short:"e" env:"ZPIPES_ENDPOINT" default:"${endpoint}" placeholder:"EP" help:"Broker endpoint: ipc://@NAME (abstract socket) or ipc:///PATH."`
-	Timeout  time.Duration    `default:"5s" help:"Give up on a broker that stays silent this long while a request is outstanding."`
+	Timeout  time.Duration    `default:"${timeout}" help:"Give up on a broker that stays silent this long while a request is outstanding."`
 	Version  kong.VersionFlag `help:"Print the version and exit."`
 
 	Serve ServeCmd `cmd:"" help:"Run the broker in the foreground."`
@@ -112,5 +112,6 @@ func cliVars() kong.Vars {
 		"max_pipe_bytes":  units.BytesSize(broker.DefaultMaxPipeBytes),
 		"max_total_bytes": units.BytesSize(broker.DefaultMaxTotalBytes),
 		"max_pipes":       strconv.Itoa(broker.DefaultMaxPipes),
+		"timeout":         broker.DefaultTimeout.String(),
 	}
 }

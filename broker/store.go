@@ -1,5 +1,7 @@
 package broker
 
+import "fmt"
+
 // store keeps what must outlive the broker process. The core tells it of
 // every change that matters, in order, from the core's goroutine; it never
 // blocks the core. memStore keeps nothing: the broker of old, whose chunks
@@ -52,3 +54,79 @@ func (memStore) durable() bool                 { return false }
 func (memStore) commit(done func(error))       { done(nil) }
 func (memStore) compact(*core) error           { return nil }
 func (memStore) close() error                  { return nil }
+
+// The core's side of the store: changes committed at the end of each
+// event, and the replies that wait for them.
+
+type inflightItem struct {
+	p *pipe
+	item
+}
+
+type deferredReply struct {
+	c   *conn
+	t   *task
+	r   reply
+	gen uint64
+}
+
+// commitDone says the store has made every change up to gen durable, or
+// failed to.
+type commitDone struct {
+	gen uint64
+	err error
+}
+
+// recorded notes that the store was told of a change, to be committed at
+// the end of the event.
+func (co *core) recorded() {
+	if co.persist {
+		co.gen++
+		co.dirty = true
+	}
+}
+
+// committed sends the replies that waited for changes up to gen.
+func (co *core) committed(gen uint64, err error) {
+	if err != nil {
+		co.storeFailed(err)
+	}
+	n := 0
+	for n < len(co.deferred) && co.deferred[n].gen <= gen {
+		d := co.deferred[n]
+		if co.storeErr != nil && d.t.req.isWrite() {
+			// Not stored: not acknowledged.
+			d.r = errorReply(fmt.Errorf("%w: %v", ErrStore, co.storeErr))
+		}
+		co.send(d.c, d.r)
+		n++
+	}
+	clear(co.deferred[:n])
+	co.deferred = co.deferred[n:]
+}
+
+func (co *core) storeFailed(err error) {
+	if co.storeErr == nil {
+		co.storeErr = err
+		co.log.Error("store failed: writes are refused from now on", "err", err)
+	}
+}
+
+// recover rebuilds the pipes from a store's log, before the broker serves.
+func (co *core) recover(ls *logStore) error {
+	rec := ls.log.Recovered()
+	if rec.DroppedBytes > 0 || rec.DroppedRecords > 0 {
+		co.log.Warn("store: dropped a damaged tail", "dropped_bytes", rec.DroppedBytes,
+			"dropped_records", rec.DroppedRecords, "reason", rec.Reason)
+	}
+	n, err := replayLog(ls.log, co)
+	if err != nil {
+		return fmt.Errorf("store: %w", err)
+	}
+	chunks := 0
+	for _, p := range co.pipes {
+		chunks += p.chunks
+	}
+	co.log.Info("store recovered", "records", n, "pipes", len(co.pipes), "chunks", chunks, "bytes", co.total)
+	return nil
+}

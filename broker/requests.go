@@ -1,0 +1,435 @@
+package broker
+
+import (
+	"encoding/json"
+	"fmt"
+)
+
+// How the core runs each request: writes, reads, acknowledgements, and the
+// accounting that goes with them. core.go has the loop that calls exec.
+
+// maxReplyBytes bounds the chunks one MREAD reply carries (it always carries
+// at least one), so a batch reply never holds up a connection for long.
+const maxReplyBytes = 1024 << 10
+
+// delivered accounts for a read reply written to its connection: its
+// chunks are consumed, and stop counting against the limits.
+func (co *core) delivered(p *pipe, items []item) {
+	for _, it := range items {
+		delete(co.inflight, it.id)
+	}
+	co.store.consumed(items)
+	co.recorded()
+	p.inflight -= itemsCost(items)
+	co.freed(p, items)
+}
+
+// undelivered puts back at the head of its pipe a read reply that never
+// reached its connection. Its chunks never stopped counting.
+func (co *core) undelivered(p *pipe, items []item) {
+	for _, it := range items {
+		delete(co.inflight, it.id)
+	}
+	p.inflight -= itemsCost(items)
+	if co.pipes[p.name] != p {
+		p = co.pipe(p.name) // it went away meanwhile
+	}
+	co.store.returned(p.name, items, false)
+	co.recorded()
+	co.returnChunks(p, items)
+}
+
+// exec runs one request. It returns false if the request must wait; it has
+// then registered itself where it will be woken.
+func (co *core) exec(c *conn, t *task) (reply, bool) {
+	if t.err != nil {
+		co.log.Info("bad request", "conn", c.id, "err", t.err)
+		return errorReply(t.err), true
+	}
+	req := &t.req
+	switch req.Cmd {
+	case CmdList:
+		return co.list(req.After), true
+	case CmdLimits:
+		return co.limits(), true
+	case CmdOpen, CmdHold:
+		if co.pipes[req.Pipe] == nil && len(co.pipes) >= co.s.cfg.MaxPipes {
+			return co.fail(c, req, fmt.Errorf("%w: the broker holds %d", ErrTooManyPipes, len(co.pipes))), true
+		}
+		p := co.pipe(req.Pipe)
+		p.opens++
+		if req.Cmd == CmdHold {
+			if c.holds == nil {
+				c.holds = make(map[*pipe]int)
+			}
+			c.holds[p]++
+			p.holds++
+		} else {
+			co.store.opened(p.name, 1)
+			co.recorded()
+		}
+		return okReply, true
+	case CmdCancel:
+		return okReply, true
+	case CmdUnread:
+		if co.storeErr != nil {
+			return co.fail(c, req, fmt.Errorf("%w: %v", ErrStore, co.storeErr)), true
+		}
+		// Only what this connection took may come back this way: UNREAD
+		// is no way around the limits.
+		took := c.took[req.Pipe]
+		if len(req.Chunks) > took.chunks || req.Size > took.bytes {
+			return co.fail(c, req, fmt.Errorf("%w: UNREAD of %d chunks (%d bytes); this connection took %d (%d bytes) from the pipe",
+				ErrBadRequest, len(req.Chunks), req.Size, took.chunks, took.bytes)), true
+		}
+		took.chunks -= len(req.Chunks)
+		took.bytes -= req.Size
+		c.took[req.Pipe] = took
+		co.unread(req.Pipe, co.newItems(compact(req)))
+		return okReply, true
+	}
+	p := co.pipes[req.Pipe]
+	if p == nil {
+		return co.fail(c, req, ErrNoPipe), true
+	}
+	if t.cancelled {
+		co.removeIfUnused(p)
+		return co.fail(c, req, ErrCancelled), true
+	}
+	switch req.Cmd {
+	case CmdClose:
+		if p.opens == 0 {
+			return co.fail(c, req, ErrNotOpen), true
+		}
+		p.opens--
+		if c.holds[p] > 0 { // CLOSE ends this connection's own HOLD first
+			if c.holds[p]--; c.holds[p] == 0 {
+				delete(c.holds, p)
+			}
+			p.holds--
+		} else {
+			co.store.opened(p.name, -1)
+			co.recorded()
+		}
+		co.finish(c, p)
+		co.removeIfUnused(p)
+		return okReply, true
+	case CmdWrite, CmdMWrite:
+		return co.write(c, p, req)
+	case CmdAck:
+		return co.ack(c, p, req)
+	case CmdNack:
+		co.giveBackHeld(c, p)
+		return okReply, true
+	default: // READ, MREAD, TAKE
+		return co.read(c, p, req)
+	}
+}
+
+// ack consumes the oldest chunks the connection holds from the pipe.
+func (co *core) ack(c *conn, p *pipe, req *Request) (reply, bool) {
+	h := c.held[p]
+	if h == nil || h.len() < req.Max {
+		held := 0
+		if h != nil {
+			held = h.len()
+		}
+		return co.fail(c, req, fmt.Errorf("%w: ACK %d, but %d chunks are held", ErrBadRequest, req.Max, held)), true
+	}
+	acked := make([]item, req.Max)
+	for i := range acked {
+		acked[i] = h.pop()
+	}
+	if h.len() == 0 {
+		delete(c.held, p)
+	}
+	p.release(acked)
+	co.store.consumed(acked)
+	co.recorded()
+	co.freed(p, acked)
+	return okReply, true
+}
+
+// giveBackHeld puts every chunk the connection holds from the pipe back at
+// its head, in the order they were taken.
+func (co *core) giveBackHeld(c *conn, p *pipe) {
+	h := c.held[p]
+	if h == nil {
+		return
+	}
+	delete(c.held, p)
+	back := make([]item, 0, h.len())
+	for h.len() > 0 {
+		back = append(back, h.pop())
+	}
+	p.release(back)
+	co.store.returned(p.name, back, false)
+	co.recorded()
+	co.returnChunks(p, back)
+}
+
+// write queues a write's chunks, or makes it wait for room. First come,
+// first served: a write waits behind earlier blocked writes even if it
+// would fit, so big chunks are not starved.
+func (co *core) write(c *conn, p *pipe, req *Request) (reply, bool) {
+	if co.storeErr != nil {
+		return co.fail(c, req, fmt.Errorf("%w: %v", ErrStore, co.storeErr)), true
+	}
+	first := len(p.blocked) == 0 || p.blocked[0] == c
+	if !first || !co.fits(p, req) {
+		if len(p.blocked) == 0 || !first {
+			p.blocked = append(p.blocked, c)
+		}
+		c.waiting = p
+		co.stalled[p] = struct{}{}
+		return reply{}, false
+	}
+	if len(p.blocked) > 0 {
+		p.blocked = p.blocked[1:] // it was c's turn
+	}
+	items := co.newItems(compact(req))
+	q := p.enqueue(c.id, items)
+	co.store.wrote(p.name, q.qid, items)
+	co.recorded()
+	if c.writes == nil {
+		c.writes = make(map[*pipe]struct{})
+	}
+	c.writes[p] = struct{}{}
+	co.total += req.Size + chunkOverhead*len(req.Chunks)
+	co.wakeReader(p)
+	return okReply, true
+}
+
+// read answers a READ, MREAD or TAKE with what the pipe has, or makes it
+// wait. The chunks of a TAKE stay the connection's, held, until it ACKs or
+// NACKs them or goes away: they still count against the limits, and they
+// are not in the reply's give-back list, since what the connection holds
+// goes back when it goes.
+func (co *core) read(c *conn, p *pipe, req *Request) (reply, bool) {
+	if p.reader != nil && p.reader != c {
+		return co.fail(c, req, ErrReaderBusy), true
+	}
+	if p.chunks == 0 {
+		p.reader = c
+		c.waiting = p
+		return reply{}, false
+	}
+	p.reader = nil
+	// An MREAD or TAKE reply is "OK" and the chunks: one slice holds both.
+	head := 0
+	if req.Cmd != CmdRead {
+		head = 1
+	}
+	items := p.dequeue(make([]item, 0, min(req.Max, p.chunks)), req.Max, maxReplyBytes)
+	frames := make([][]byte, head, head+len(items))
+	if head == 1 {
+		frames[0] = okFrame
+	}
+	for _, it := range items {
+		frames = append(frames, it.data)
+	}
+	if req.Cmd == CmdTake {
+		if c.held == nil {
+			c.held = make(map[*pipe]*fifo[item])
+		}
+		h := c.held[p]
+		if h == nil {
+			h = &fifo[item]{}
+			c.held[p] = h
+		}
+		for _, it := range items {
+			h.push(it)
+		}
+		p.hold(items)
+		return reply{frames: frames}, true
+	}
+	// They count against the limits, and a store records them as consumed,
+	// once written to the connection (delivered); if they never are, they
+	// come back (undelivered).
+	p.inflight += itemsCost(items)
+	took := c.took[p.name]
+	took.chunks += len(items)
+	for _, it := range items {
+		took.bytes += len(it.data)
+	}
+	if c.took == nil {
+		c.took = make(map[string]taken)
+	}
+	c.took[p.name] = took
+	co.removeIfUnused(p) // a pipe emptied by a read goes now, not when the reply is written
+	if co.store.durable() {
+		if co.inflight == nil {
+			co.inflight = make(map[uint64]inflightItem)
+		}
+		for _, it := range items {
+			co.inflight[it.id] = inflightItem{p: p, item: it}
+		}
+	}
+	return reply{pipe: p, items: items, frames: frames}, true
+}
+
+// compact returns the request's chunks, copied into a buffer of their own
+// when the message they arrived in is mostly something else (a long pipe
+// name and a short chunk): a queued chunk keeps its whole message alive.
+func compact(req *Request) [][]byte {
+	if len(req.Pipe) <= req.Size {
+		return req.Chunks
+	}
+	buf := make([]byte, 0, req.Size)
+	out := make([][]byte, len(req.Chunks))
+	for i, c := range req.Chunks {
+		buf = append(buf, c...)
+		out[i] = buf[len(buf)-len(c) : len(buf) : len(buf)]
+	}
+	return out
+}
+
+// newItems gives chunks their ids.
+func (co *core) newItems(chunks [][]byte) []item {
+	items := make([]item, len(chunks))
+	for i, c := range chunks {
+		items[i] = item{data: c, id: co.nextID}
+		co.nextID++
+	}
+	return items
+}
+
+// finish ends c's turn as a writer of p: a writer that starts after this is
+// served after c's chunks.
+func (co *core) finish(c *conn, p *pipe) {
+	if _, ok := c.writes[p]; ok {
+		co.finishWriter(p, c.id)
+		delete(c.writes, p)
+	}
+}
+
+func (co *core) finishWriter(p *pipe, writer uint64) {
+	if q := p.finish(writer); q != nil {
+		co.store.finished(p.name, q.qid)
+		co.recorded()
+	}
+}
+
+// fits reports whether a write fits. Chunks readers hold, and those in
+// replies not yet written, count as queued. A pipe always takes a write
+// when it is empty, and the broker when it holds nothing, so any chunk
+// within the chunk limit eventually goes through.
+func (co *core) fits(p *pipe, req *Request) bool {
+	cost := req.Size + chunkOverhead*len(req.Chunks)
+	return (p.chunks == 0 || p.bytes+p.heldBytes+p.inflight+cost <= co.s.cfg.MaxPipeBytes) &&
+		(co.total == 0 || co.total+cost <= co.s.cfg.MaxTotalBytes)
+}
+
+// unread puts an UNREAD's chunks at the head of a pipe, creating it if it
+// went away meanwhile. It ignores the limits: no more comes back than the
+// connection took.
+func (co *core) unread(name string, items []item) {
+	p := co.pipe(name)
+	co.total += itemsCost(items)
+	co.store.returned(name, items, true)
+	co.recorded()
+	co.returnChunks(p, items)
+}
+
+// returnChunks puts chunks still counted in the total back at the head of
+// the pipe, and lets a waiting reader have them.
+func (co *core) returnChunks(p *pipe, items []item) {
+	p.unread(items)
+	co.wakeReader(p)
+}
+
+// wakeReader lets a waiting reader take the chunks that just arrived.
+func (co *core) wakeReader(p *pipe) {
+	if r := p.reader; r != nil && p.chunks > 0 {
+		p.reader = nil
+		r.waiting = nil
+		co.run(r)
+	}
+}
+
+// freed accounts for chunks taken from a pipe and lets blocked writers in.
+func (co *core) freed(p *pipe, items []item) {
+	co.total -= itemsCost(items)
+	co.wakeWriters(p)
+	// Writers blocked on the total limit may wait on any pipe.
+	for other := range co.stalled {
+		if other != p {
+			co.wakeWriters(other)
+		}
+	}
+	co.removeIfUnused(p)
+}
+
+func (co *core) wakeWriters(p *pipe) {
+	for len(p.blocked) > 0 {
+		c := p.blocked[0]
+		if !co.fits(p, &c.tasks[0].req) {
+			return
+		}
+		c.waiting = nil
+		co.run(c) // takes c off p.blocked
+	}
+	delete(co.stalled, p)
+}
+
+func (co *core) limits() reply {
+	l := co.s.cfg.Limits
+	b, err := json.Marshal(BrokerLimits{
+		MaxName:       l.MaxName,
+		MaxChunk:      l.MaxChunk,
+		MaxBatch:      l.MaxBatch,
+		MaxMessage:    l.maxMessage(),
+		MaxPipeBytes:  co.s.cfg.MaxPipeBytes,
+		MaxTotalBytes: co.s.cfg.MaxTotalBytes,
+		ChunkOverhead: chunkOverhead,
+	})
+	if err != nil {
+		return errorReply(err)
+	}
+	return reply{frames: [][]byte{okFrame, b}}
+}
+
+// Pages of LIST: at most listPage pipes, and no more once the names in a
+// page pass listPageBytes, so one request never builds a big reply or
+// holds the core for long, however many pipes there are.
+const (
+	listPage      = 1000
+	listPageBytes = 128 << 10
+)
+
+// list answers a page of pipes, by name, from the first after the given
+// one; a third frame, the last name, says there are more.
+func (co *core) list(after string) reply {
+	infos := make([]PipeInfo, 0, min(listPage, len(co.pipes)))
+	more, names := false, 0
+	co.names.AscendGreaterOrEqual(after, func(name string) bool {
+		if name == after && after != "" {
+			return true
+		}
+		if len(infos) == listPage || names > listPageBytes {
+			more = true
+			return false
+		}
+		p := co.pipes[name]
+		infos = append(infos, PipeInfo{
+			Name:    p.name,
+			Opens:   p.opens,
+			Chunks:  p.chunks,
+			Bytes:   p.bytes - chunkOverhead*p.chunks,
+			Writers: p.writerCount(),
+			Blocked: len(p.blocked),
+			Reader:  p.reader != nil,
+		})
+		names += len(name)
+		return true
+	})
+	b, err := json.Marshal(infos)
+	if err != nil {
+		return errorReply(err)
+	}
+	frames := [][]byte{okFrame, b}
+	if more {
+		frames = append(frames, []byte(infos[len(infos)-1].Name))
+	}
+	return reply{frames: frames}
+}
