@@ -13,12 +13,13 @@ import (
 
 // LsCmd lists the broker's pipes, as a table for people or JSON for scripts.
 type LsCmd struct {
-	JSON bool `name:"json" help:"Print a JSON array, one object per pipe, with the fields of LIST in zpipes(7): name (and name_base64, below), opens, chunks, bytes, writers, blocked, reader."`
+	JSON bool `name:"json" help:"Print a JSON array, one object per pipe, with the fields of LIST in zpipes(7): name (and name_base64, below), opens, chunks, bytes, taken, writers, blocked, reader."`
 }
 
 // Help is the detail under the summary in --help and zpipes(1).
 func (l *LsCmd) Help() string {
-	return `Columns: NAME; OPENS, the open count; CHUNKS and BYTES queued; WRITERS, the
+	return `Columns: NAME; OPENS, the open count; CHUNKS and BYTES queued; TAKEN, the
+chunks readers (cat -r, read, each) took and have not yet acknowledged; WRITERS, the
 connections that have chunks queued; BLOCKED, the writes waiting for room;
 READER, whether a READ is waiting. Pipes are listed by name; names with blanks
 or unprintable bytes, or that start with a double quote, are shown Go-quoted.
@@ -58,7 +59,7 @@ func (l *LsCmd) Run(a *app) error {
 // bytes: a CJK character or an emoji takes two columns, a combining accent
 // none.
 func pipeTable(pipes []broker.PipeInfo) []byte {
-	rows := [][]string{{"NAME", "OPENS", "CHUNKS", "BYTES", "WRITERS", "BLOCKED", "READER"}}
+	rows := [][]string{{"NAME", "OPENS", "CHUNKS", "BYTES", "TAKEN", "WRITERS", "BLOCKED", "READER"}}
 	for _, p := range pipes {
 		reader := "no"
 		if p.Reader {
@@ -66,7 +67,7 @@ func pipeTable(pipes []broker.PipeInfo) []byte {
 		}
 		rows = append(rows, []string{displayName(p.Name),
 			strconv.Itoa(p.Opens), strconv.Itoa(p.Chunks), strconv.Itoa(p.Bytes),
-			strconv.Itoa(p.Writers), strconv.Itoa(p.Blocked), reader})
+			strconv.Itoa(p.Taken), strconv.Itoa(p.Writers), strconv.Itoa(p.Blocked), reader})
 	}
 	widths := make([]int, len(rows[0]))
 	for _, row := range rows {

@@ -36,9 +36,9 @@ func TestLsTableAlignsColumns(t *testing.T) {
 		{Name: "a-long-name", Opens: 10},
 	}))
 	want := "" +
-		"NAME         OPENS   CHUNKS  BYTES  WRITERS  BLOCKED  READER\n" +
-		"x                1  1234567      9       12        3  yes\n" +
-		"a-long-name     10        0      0        0        0  no\n"
+		"NAME         OPENS   CHUNKS  BYTES  TAKEN  WRITERS  BLOCKED  READER\n" +
+		"x                1  1234567      9      0       12        3  yes\n" +
+		"a-long-name     10        0      0      0        0        0  no\n"
 	if got != want {
 		t.Errorf("table:\n%s\nwant:\n%s", got, want)
 	}
@@ -55,11 +55,11 @@ func TestLsTableAlignsWideCharacters(t *testing.T) {
 		{Name: "bad\xff", Chunks: 4},
 	}))
 	want := "" +
-		"NAME       OPENS  CHUNKS  BYTES  WRITERS  BLOCKED  READER\n" +
-		"cafe\u0301           0       1      0        0        0  no\n" +
-		"日本語         0      22      0        0        0  no\n" +
-		"🚀🚀           0     333      0        0        0  no\n" +
-		"\"bad\\xff\"      0       4      0        0        0  no\n"
+		"NAME       OPENS  CHUNKS  BYTES  TAKEN  WRITERS  BLOCKED  READER\n" +
+		"cafe\u0301           0       1      0      0        0        0  no\n" +
+		"日本語         0      22      0      0        0        0  no\n" +
+		"🚀🚀           0     333      0      0        0        0  no\n" +
+		"\"bad\\xff\"      0       4      0      0        0        0  no\n"
 	if got != want {
 		t.Errorf("table:\n%s\nwant:\n%s", got, want)
 	}

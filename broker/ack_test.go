@@ -38,6 +38,7 @@ func TestTakenChunksGoBackInOrderWhenTheReaderGoes(t *testing.T) {
 	}
 	_, err = r.do(ctx, CmdAck, []byte("p"), []byte("2"))
 	mustOK(t, err)
+	waitFor(t, w, func(ps []PipeInfo) bool { return len(ps) == 1 && ps[0].Taken == 3 && ps[0].Chunks == 5 })
 	r.Close() // holding 3, 4, 5
 
 	waitFor(t, w, func(ps []PipeInfo) bool { return len(ps) == 1 && ps[0].Chunks == 8 })

@@ -10,11 +10,11 @@ func TestPipeInfoJSONKeepsNamesExactly(t *testing.T) {
 		name string
 		json string
 	}{
-		{"jobs", `{"name":"jobs","opens":1,"chunks":2,"bytes":3,"writers":1,"blocked":0,"reader":true}`},
-		{"日本語 🚀", `{"name":"日本語 🚀","opens":1,"chunks":2,"bytes":3,"writers":1,"blocked":0,"reader":true}`},
-		{"", `{"name":"","opens":1,"chunks":2,"bytes":3,"writers":1,"blocked":0,"reader":true}`},
-		{"bad\xffname", `{"name":"bad\ufffdname","opens":1,"chunks":2,"bytes":3,"writers":1,"blocked":0,"reader":true,"name_base64":"YmFk/25hbWU="}`},
-		{"\xc3", `{"name":"\ufffd","opens":1,"chunks":2,"bytes":3,"writers":1,"blocked":0,"reader":true,"name_base64":"ww=="}`},
+		{"jobs", `{"name":"jobs","opens":1,"chunks":2,"bytes":3,"taken":0,"writers":1,"blocked":0,"reader":true}`},
+		{"日本語 🚀", `{"name":"日本語 🚀","opens":1,"chunks":2,"bytes":3,"taken":0,"writers":1,"blocked":0,"reader":true}`},
+		{"", `{"name":"","opens":1,"chunks":2,"bytes":3,"taken":0,"writers":1,"blocked":0,"reader":true}`},
+		{"bad\xffname", `{"name":"bad\ufffdname","opens":1,"chunks":2,"bytes":3,"taken":0,"writers":1,"blocked":0,"reader":true,"name_base64":"YmFk/25hbWU="}`},
+		{"\xc3", `{"name":"\ufffd","opens":1,"chunks":2,"bytes":3,"taken":0,"writers":1,"blocked":0,"reader":true,"name_base64":"ww=="}`},
 	} {
 		in := PipeInfo{Name: tc.name, Opens: 1, Chunks: 2, Bytes: 3, Writers: 1, Reader: true}
 		b, err := json.Marshal(in)

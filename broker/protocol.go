@@ -245,6 +245,7 @@ type PipeInfo struct {
 	Opens   int    `json:"opens"`
 	Chunks  int    `json:"chunks"`
 	Bytes   int    `json:"bytes"`
+	Taken   int    `json:"taken"`   // chunks readers took (TAKE) and have not acknowledged
 	Writers int    `json:"writers"` // writers with chunks queued
 	Blocked int    `json:"blocked"` // writes waiting for room
 	Reader  bool   `json:"reader"`  // a READ is waiting

@@ -419,6 +419,7 @@ func (co *core) list(after string) reply {
 			Writers: p.writerCount(),
 			Blocked: len(p.blocked),
 			Reader:  p.reader != nil,
+			Taken:   p.held,
 		})
 		names += len(name)
 		return true
