@@ -1,5 +1,6 @@
 // Package broker is the zpipes broker and its client: named pipes of chunks
-// kept in memory, spoken to over ZeroMQ.
+// kept in memory, and optionally in a write-ahead log on disk, spoken to
+// over ZeroMQ.
 //
 // A pipe is a named queue of chunks (any bytes, empty included). Any number
 // of connections write to it; at most one waits to read from it at a time.
@@ -8,10 +9,17 @@
 // round however much a heavy writer has queued. A writer that starts after
 // another has finished (CLOSEd the pipe or disconnected) is served after
 // all of that writer's chunks, so writers that run one after another keep
-// their order. Chunks a reader gives back (UNREAD) go ahead of all of them. A pipe exists while its open count
-// (OPENs minus CLOSEs, whoever sent them) is above zero or it holds chunks;
-// then it is removed. Chunks outlive the connections that wrote them, not
-// the broker process.
+// their order. Chunks a reader gives back go ahead of all of them. A pipe
+// exists while its open count (OPENs minus CLOSEs, whoever sent them, and
+// HOLDs, which end with their connection) is above zero or it holds chunks;
+// then it is removed. Chunks outlive the connections that wrote them, and
+// with a store (store.go, logstore.go, internal/wal) the broker process too.
+//
+// A reader that TAKEs chunks holds them until it ACKs them; if it goes
+// away first they go back to the head of the pipe, so a reader killed by
+// SIGKILL loses nothing (stream.go's Reader reads this way). Everything the
+// broker holds for clients, queued, taken, or in replies not yet written,
+// counts against its limits.
 //
 // Every request gets exactly one reply, and a connection's requests run in
 // the order sent: a READ waiting for a chunk, or a WRITE waiting for room
