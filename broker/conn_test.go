@@ -94,7 +94,7 @@ func TestThrottledClientIsNotDeclaredDead(t *testing.T) {
 	const timeout = 1500 * time.Millisecond
 	w := dialT(t, s, WithTimeout(timeout))
 	mustOK(t, w.Open(ctx, "p"))
-	// 64 KiB of pipe holds about 2,600 one-byte chunks: the rest wait, and
+	// 64 KiB of pipe holds about 1,300 one-byte chunks: the rest wait, and
 	// more than maxInflight requests are in flight.
 	const n = maxInflight + 3000
 	sent := make(chan []*call, 1)
@@ -106,7 +106,7 @@ func TestThrottledClientIsNotDeclaredDead(t *testing.T) {
 		sent <- calls
 	}()
 	r := dialT(t, s)
-	waitFor(t, r, func(ps []PipeInfo) bool { return len(ps) == 1 && ps[0].Chunks > 2000 })
+	waitFor(t, r, func(ps []PipeInfo) bool { return len(ps) == 1 && ps[0].Chunks > 1000 })
 	// The reader comes back after longer than the writer's timeout.
 	select {
 	case <-time.After(timeout + time.Second):

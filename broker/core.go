@@ -19,7 +19,8 @@ type core struct {
 	pipes   map[string]*pipe
 	names   *btree.BTreeG[string] // the pipes' names, in order, for LIST
 	conns   map[uint64]*conn
-	total   int // bytes queued in all pipes
+	total   int // bytes of chunks held in all pipes, with chunkOverhead each
+	fixed   int // what the pipes and their writers' queues cost besides
 	stalled map[*pipe]struct{}
 
 	peak    int              // most bytes queued since memory was last released
@@ -219,6 +220,15 @@ func (co *core) pipe(name string) *pipe {
 func (co *core) addPipe(p *pipe) {
 	co.pipes[p.name] = p
 	co.names.ReplaceOrInsert(p.name)
+	co.fixed += p.cost()
+}
+
+// recount accounts for a change in what a pipe in the table costs beyond
+// its chunks (its writers' queues), given what it cost before.
+func (co *core) recount(p *pipe, before int) {
+	if co.pipes[p.name] == p {
+		co.fixed += p.cost() - before
+	}
 }
 
 func errorReply(err error) reply { return reply{frames: replyError(err)} }
@@ -240,6 +250,7 @@ func (co *core) removeIfUnused(p *pipe) {
 	if p.unused() && co.pipes[p.name] == p {
 		delete(co.pipes, p.name)
 		co.names.Delete(p.name)
+		co.fixed -= p.cost()
 		delete(co.stalled, p)
 		// Writers that wrote and never closed forget it.
 		for id := range p.writers {

@@ -14,7 +14,7 @@ import (
 func TestFullPipeDelaysWriteOnlyForThatPipe(t *testing.T) {
 	s := startServer(t, func(c *Config) {
 		c.Limits = Limits{MaxName: 64, MaxChunk: 100, MaxBatch: 16}
-		c.MaxPipeBytes = 4 * (100 + chunkOverhead)
+		c.MaxPipeBytes = 4*(100+chunkOverhead) + onePipe("p")
 		c.MaxTotalBytes = 1 << 20
 	})
 	ctx := testCtx(t)
@@ -51,8 +51,8 @@ func TestFullPipeDelaysWriteOnlyForThatPipe(t *testing.T) {
 func TestTotalLimitBlocksWritesAcrossPipes(t *testing.T) {
 	s := startServer(t, func(c *Config) {
 		c.Limits = Limits{MaxName: 64, MaxChunk: 100, MaxBatch: 16}
-		c.MaxPipeBytes = 4 * (100 + chunkOverhead)
-		c.MaxTotalBytes = 6 * (100 + chunkOverhead)
+		c.MaxPipeBytes = 4*(100+chunkOverhead) + onePipe("a")
+		c.MaxTotalBytes = 6*(100+chunkOverhead) + onePipe("a") + onePipe("b")
 	})
 	ctx := testCtx(t)
 	w, r := dialT(t, s), dialT(t, s)
@@ -295,6 +295,39 @@ func TestListAnswersInPages(t *testing.T) {
 	for i, p := range infos {
 		if p.Name != fmt.Sprintf("pipe-%05d", i) {
 			t.Fatalf("pipe %d is %q", i, p.Name)
+		}
+	}
+}
+
+// onePipe is what a pipe of that name with one writer's queue counts
+// against the limits besides its chunks.
+func onePipe(name string) int { return pipeOverhead + len(name) + queueOverhead }
+
+// What a writer's queue and a pipe cost counts against the limits, not
+// only the chunks: writers that write one byte each fill a budget in a
+// few hundred writes, not tens of thousands.
+func TestWritersQueuesCountAgainstTheLimit(t *testing.T) {
+	s := startServer(t, func(c *Config) {
+		c.Limits = DefaultLimits
+		c.Limits.MaxChunk = 1000
+		c.MaxPipeBytes, c.MaxTotalBytes = 64<<10, 64<<10
+	})
+	ctx := testCtx(t)
+	watch := dialT(t, s)
+	mustOK(t, watch.Open(ctx, "p"))
+	for i := 0; ; i++ {
+		w := dialT(t, s) // a writer of its own for each byte
+		w.async(CmdWrite, []byte("p"), []byte{'x'})
+		ps := waitFor(t, watch, func(ps []PipeInfo) bool { return ps[0].Chunks == i+1 || ps[0].Blocked == 1 })
+		if ps[0].Blocked == 1 {
+			if want := (64<<10 - onePipe("p") + queueOverhead) / (1 + chunkOverhead + queueOverhead); i != want {
+				t.Fatalf("%d one-byte writers fit in 64 KiB, want %d", i, want)
+			}
+			t.Logf("%d one-byte writers filled 64 KiB", i)
+			break
+		}
+		if i > 10000 {
+			t.Fatal("the limit never held")
 		}
 	}
 }

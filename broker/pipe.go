@@ -6,9 +6,16 @@ import (
 	"slices"
 )
 
-// chunkOverhead is what the broker counts for a queued chunk besides its
-// bytes (its slice header in a queue), so byte limits track real memory.
-const chunkOverhead = 24
+// What the broker counts against its limits besides the chunks' bytes, so
+// that the limits track real memory: a queued chunk's slot (its slice
+// header and id, 32 bytes, and a share of the allocator's rounding), a
+// writer's queue (its struct, first segment and table entries), and a
+// pipe (its struct, table and index entries; plus its name's bytes).
+const (
+	chunkOverhead = 48
+	queueOverhead = 320
+	pipeOverhead  = 512
+)
 
 // item is a queued chunk and its id, unique in the broker (and, with a
 // store, across its restarts), by which a store records what became of it.
@@ -130,6 +137,7 @@ type pipe struct {
 	holds  int // the HOLDs among them, which end with their connections
 	chunks int // chunks queued
 	bytes  int // bytes queued, with chunkOverhead each
+	queues int // writers' queues it keeps, each queueOverhead
 
 	returned fifo[item]              // chunks given back (UNREAD, undelivered, unacknowledged)
 	ring     []*writerQueue          // writers that may be served, in turn order
@@ -153,6 +161,10 @@ func newPipe(name string) *pipe {
 
 func chunkCost(c []byte) int { return len(c) + chunkOverhead }
 
+// cost is what the pipe itself and its writers' queues count against the
+// limits, besides the chunks.
+func (p *pipe) cost() int { return pipeOverhead + len(p.name) + queueOverhead*p.queues }
+
 func itemsCost(items []item) int {
 	n := 0
 	for _, it := range items {
@@ -173,6 +185,7 @@ func (p *pipe) enqueue(writer uint64, items []item) *writerQueue {
 	if q == nil {
 		q = &writerQueue{writer: writer, qid: items[0].id, started: p.tick()}
 		p.writers[writer] = q
+		p.queues++
 	}
 	for _, it := range items {
 		q.push(it)
@@ -228,6 +241,8 @@ func (p *pipe) finish(writer uint64) *writerQueue {
 	q.ended = p.tick()
 	if q.len() > 0 {
 		p.finished = append(p.finished, q)
+	} else {
+		p.queues-- // finished and empty: gone
 	}
 	return q
 }
@@ -290,7 +305,8 @@ func (p *pipe) take() item {
 				p.next = 0
 			}
 			if q.ended != 0 {
-				p.promote() // a finished writer drained: its sequels may go
+				p.queues--   // finished and drained: gone
+				p.promote() // its sequels may go
 			}
 		} else if p.next++; p.next == len(p.ring) {
 			p.next = 0

@@ -176,7 +176,7 @@ func (co *core) write(c *conn, p *pipe, req *Request) (reply, bool) {
 		return co.fail(c, req, fmt.Errorf("%w: %v", ErrStore, co.storeErr)), true
 	}
 	first := len(p.blocked) == 0 || p.blocked[0] == c
-	if !first || !co.fits(p, req) {
+	if !first || !co.fits(c, p, req) {
 		if len(p.blocked) == 0 || !first {
 			p.blocked = append(p.blocked, c)
 		}
@@ -188,7 +188,9 @@ func (co *core) write(c *conn, p *pipe, req *Request) (reply, bool) {
 		p.blocked = p.blocked[1:] // it was c's turn
 	}
 	items := co.newItems(compact(req))
+	before := p.cost()
 	q := p.enqueue(c.id, items)
+	co.recount(p, before)
 	co.store.wrote(p.name, q.qid, items)
 	co.recorded()
 	if c.writes == nil {
@@ -220,7 +222,9 @@ func (co *core) read(c *conn, p *pipe, req *Request) (reply, bool) {
 	if req.Cmd != CmdRead {
 		head = 1
 	}
+	before := p.cost()
 	items := p.dequeue(make([]item, 0, min(req.Max, p.chunks)), req.Max, maxReplyBytes)
+	co.recount(p, before)
 	frames := make([][]byte, head, head+len(items))
 	if head == 1 {
 		frames[0] = okFrame
@@ -304,6 +308,8 @@ func (co *core) finish(c *conn, p *pipe) {
 }
 
 func (co *core) finishWriter(p *pipe, writer uint64) {
+	before := p.cost()
+	defer co.recount(p, before)
 	if q := p.finish(writer); q != nil {
 		co.store.finished(p.name, q.qid)
 		co.recorded()
@@ -311,13 +317,17 @@ func (co *core) finishWriter(p *pipe, writer uint64) {
 }
 
 // fits reports whether a write fits. Chunks readers hold, and those in
-// replies not yet written, count as queued. A pipe always takes a write
-// when it is empty, and the broker when it holds nothing, so any chunk
-// within the chunk limit eventually goes through.
-func (co *core) fits(p *pipe, req *Request) bool {
+// replies not yet written, count as queued, and so do the pipes and their
+// writers' queues. A pipe always takes a write when it is empty, and the
+// broker when it holds no chunks, so any chunk within the chunk limit
+// eventually goes through.
+func (co *core) fits(c *conn, p *pipe, req *Request) bool {
 	cost := req.Size + chunkOverhead*len(req.Chunks)
-	return (p.chunks == 0 || p.bytes+p.heldBytes+p.inflight+cost <= co.s.cfg.MaxPipeBytes) &&
-		(co.total == 0 || co.total+cost <= co.s.cfg.MaxTotalBytes)
+	if p.writers[c.id] == nil {
+		cost += queueOverhead // the writer's queue is new
+	}
+	return (p.chunks == 0 || p.cost()+p.bytes+p.heldBytes+p.inflight+cost <= co.s.cfg.MaxPipeBytes) &&
+		(co.total == 0 || co.fixed+co.total+cost <= co.s.cfg.MaxTotalBytes)
 }
 
 // unread puts an UNREAD's chunks at the head of a pipe, creating it if it
@@ -363,7 +373,7 @@ func (co *core) freed(p *pipe, items []item) {
 func (co *core) wakeWriters(p *pipe) {
 	for len(p.blocked) > 0 {
 		c := p.blocked[0]
-		if !co.fits(p, &c.tasks[0].req) {
+		if !co.fits(c, p, &c.tasks[0].req) {
 			return
 		}
 		c.waiting = nil
