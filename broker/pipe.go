@@ -305,7 +305,7 @@ func (p *pipe) take() item {
 				p.next = 0
 			}
 			if q.ended != 0 {
-				p.queues--   // finished and drained: gone
+				p.queues--  // finished and drained: gone
 				p.promote() // its sequels may go
 			}
 		} else if p.next++; p.next == len(p.ring) {
