@@ -8,6 +8,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"time"
 )
 
 // Streaming. A Writer and a Reader keep several batches in flight on one
@@ -65,6 +66,7 @@ type Writer struct {
 	refused  error // a chunk Write refused: nothing after it is sent
 	err      error // the broker refused a batch, or the connection failed
 	closed   bool
+	idle     *time.Timer // flushes a batch Idle held back
 }
 
 // ChunkTooLargeError is a Writer's refusal of a chunk over the broker's
@@ -145,8 +147,32 @@ func (w *Writer) Write(chunk []byte) error {
 	return nil
 }
 
-// Flush sends the chunks buffered so far without waiting for more, as a
-// writer should when its input goes quiet.
+// Idle says the input has nothing more for now. With no batch in flight
+// the buffered chunks go at once; otherwise they wait up to idleDelay for
+// more to join them, since the pipeline is busy anyway: a producer that
+// pauses for a moment between bursts then makes full batches rather than
+// one small batch per burst, and a lone interactive line is late by at
+// most idleDelay.
+func (w *Writer) Idle() error {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if err := w.usable(); err != nil {
+		return err
+	}
+	if len(w.inflight) == 0 {
+		return w.send()
+	}
+	if w.enc.chunks > 0 && w.idle == nil {
+		w.idle = time.AfterFunc(idleDelay, func() { w.Flush() })
+	}
+	return nil
+}
+
+// idleDelay is how long Idle lets buffered chunks wait while batches are
+// in flight.
+const idleDelay = 2 * time.Millisecond
+
+// Flush sends the chunks buffered so far without waiting for more.
 func (w *Writer) Flush() error {
 	w.mu.Lock()
 	defer w.mu.Unlock()
@@ -170,6 +196,10 @@ func (w *Writer) usable() error {
 
 // send sends the buffered batch, first waiting for room in the window.
 func (w *Writer) send() error {
+	if w.idle != nil {
+		w.idle.Stop()
+		w.idle = nil
+	}
 	if w.enc.chunks == 0 {
 		return nil
 	}
@@ -247,6 +277,9 @@ func (w *Writer) Close() (acked int, err error) {
 func (w *Writer) finish() {
 	if w.err == nil && w.ctx.Err() == nil {
 		w.send()
+	}
+	if w.idle != nil {
+		w.idle.Stop()
 	}
 	for len(w.inflight) > 0 {
 		if w.waitOldest() != nil && w.ctx.Err() != nil {
@@ -424,8 +457,12 @@ func (r *Reader) receive() {
 	}
 	r.received += len(s.call.reply)
 	r.ready = s.call.reply
-	// No new TAKE here: Next sends one when this batch is handed out, so
-	// a Reader with Ahead 1 never takes a chunk before the last is used.
+	// Keep the pipeline full while this batch is handed out; but a Reader
+	// with Ahead 1 never takes a chunk before the last is used: Next asks
+	// for more when this batch is.
+	if r.opt.Ahead > 1 {
+		r.fill()
+	}
 }
 
 // Close stops reading. The TAKEs in flight are cancelled, and every chunk
