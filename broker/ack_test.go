@@ -118,3 +118,28 @@ func TestHoldEndsWithTheConnection(t *testing.T) {
 	o.Close()
 	mustOK(t, watch.Write(context.Background(), "kept", []byte("x")))
 }
+
+// An ACK acts as it arrives: a TAKE waiting on an empty pipe does not hold
+// it back (it may be waiting for the room the ACK frees), and its reply
+// still comes in turn, after the TAKE's.
+func TestAckIsNotHeldBackByAWaitingTake(t *testing.T) {
+	s := startServer(t)
+	ctx := testCtx(t)
+	c, w := dialT(t, s), dialT(t, s)
+	mustOK(t, c.Open(ctx, "p"))
+	mustOK(t, w.Write(ctx, "p", []byte("a")))
+	take(t, c, "p", 1)
+	waiting := c.async(CmdTake, []byte("p"), []byte("1"))
+	ack := c.async(CmdAck, []byte("p"), []byte("1"))
+	waitFor(t, w, func(ps []PipeInfo) bool { return len(ps) == 1 && ps[0].Taken == 0 && ps[0].Reader })
+	select {
+	case <-ack.done:
+		t.Fatal("ACK answered before the TAKE ahead of it")
+	default:
+	}
+	mustOK(t, w.Write(ctx, "p", []byte("b")))
+	<-waiting.done
+	<-ack.done
+	mustOK(t, waiting.err)
+	mustOK(t, ack.err)
+}

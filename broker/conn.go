@@ -201,7 +201,8 @@ type task struct {
 	req       Request
 	err       error // a parse error, to be answered in turn
 	cost      int
-	cancelled bool // a later CANCEL covers this read or write
+	cancelled bool   // a later CANCEL covers this read or write
+	early     *reply // the reply of a request that acted on arrival (ACK)
 }
 
 // readLoop reads requests and hands them to the core until the connection

@@ -141,6 +141,13 @@ func (co *core) submit(c *conn, t *task) {
 	if t.err == nil && t.req.Cmd == CmdCancel {
 		co.cancel(c, t.req.Pipe)
 	}
+	if t.err == nil && t.req.Cmd == CmdAck {
+		// An ACK acts on arrival, like CANCEL: a reader that keeps TAKEs
+		// in flight acknowledges chunks while a later TAKE waits, and that
+		// TAKE may be waiting for the very room the ACK frees.
+		r := co.ackNow(c, &t.req)
+		t.early = &r
+	}
 	c.tasks = append(c.tasks, t)
 	if c.waiting == nil {
 		co.run(c)

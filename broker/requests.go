@@ -46,6 +46,9 @@ func (co *core) exec(c *conn, t *task) (reply, bool) {
 		co.log.Info("bad request", "conn", c.id, "err", t.err)
 		return errorReply(t.err), true
 	}
+	if t.early != nil {
+		return *t.early, true
+	}
 	req := &t.req
 	switch req.Cmd {
 	case CmdList:
@@ -116,8 +119,6 @@ func (co *core) exec(c *conn, t *task) (reply, bool) {
 		return okReply, true
 	case CmdWrite, CmdMWrite:
 		return co.write(c, p, req)
-	case CmdAck:
-		return co.ack(c, p, req)
 	case CmdNack:
 		co.giveBackHeld(c, p)
 		return okReply, true
@@ -126,15 +127,20 @@ func (co *core) exec(c *conn, t *task) (reply, bool) {
 	}
 }
 
-// ack consumes the oldest chunks the connection holds from the pipe.
-func (co *core) ack(c *conn, p *pipe, req *Request) (reply, bool) {
+// ackNow consumes the oldest chunks the connection holds from the pipe, as
+// the ACK arrives; its reply waits its turn.
+func (co *core) ackNow(c *conn, req *Request) reply {
+	p := co.pipes[req.Pipe]
+	if p == nil {
+		return co.fail(c, req, ErrNoPipe)
+	}
 	h := c.held[p]
 	if h == nil || h.len() < req.Max {
 		held := 0
 		if h != nil {
 			held = h.len()
 		}
-		return co.fail(c, req, fmt.Errorf("%w: ACK %d, but %d chunks are held", ErrBadRequest, req.Max, held)), true
+		return co.fail(c, req, fmt.Errorf("%w: ACK %d, but %d chunks are held", ErrBadRequest, req.Max, held))
 	}
 	acked := make([]item, req.Max)
 	for i := range acked {
@@ -147,7 +153,7 @@ func (co *core) ack(c *conn, p *pipe, req *Request) (reply, bool) {
 	co.store.consumed(acked)
 	co.recorded()
 	co.freed(p, acked)
-	return okReply, true
+	return okReply
 }
 
 // giveBackHeld puts every chunk the connection holds from the pipe back at

@@ -261,3 +261,31 @@ func TestReaderGivesBackMoreThanOneUnreadCarries(t *testing.T) {
 		t.Fatalf("after giving back: %v", got)
 	}
 }
+
+// A chunk that Idle holds back because a batch is in flight still goes out
+// with no more input and no Close: the input went quiet, and the writer
+// must not sit on it.
+func TestWriterIdleSendsWhatItHeldBack(t *testing.T) {
+	s := startServer(t, func(c *Config) {
+		c.Limits = DefaultLimits
+		c.Limits.MaxChunk = 1000
+		c.MaxPipeBytes, c.MaxTotalBytes = 4<<10, 4<<10
+	})
+	ctx := testCtx(t)
+	c, r := dialT(t, s), dialT(t, s)
+	mustOK(t, c.Open(ctx, "p"))
+	w, err := c.NewWriter(ctx, "p", WriterOptions{Window: 64})
+	mustOK(t, err)
+	defer w.Close()
+	for range 20 { // more than the pipe holds: batches wait, in flight
+		mustOK(t, w.Write(make([]byte, 500)))
+	}
+	mustOK(t, w.Flush())
+	waitFor(t, r, func(ps []PipeInfo) bool { return ps[0].Blocked == 1 })
+	mustOK(t, w.Write([]byte("last")))
+	mustOK(t, w.Idle()) // held: a batch is in flight
+	got := readAll(t, r, "p", 21)
+	if got[20] != "last" {
+		t.Fatalf("last chunk read: %q", got[20])
+	}
+}
