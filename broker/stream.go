@@ -159,7 +159,7 @@ func (w *Writer) Idle() error {
 	if err := w.usable(); err != nil {
 		return err
 	}
-	if len(w.inflight) == 0 {
+	if w.reap(); len(w.inflight) == 0 {
 		return w.send()
 	}
 	if w.enc.chunks > 0 && w.idle == nil {
@@ -211,16 +211,20 @@ func (w *Writer) send() error {
 	k := w.c.asyncEncoded(CmdMWrite, w.enc.bytes())
 	w.inflight = append(w.inflight, batchSent{call: k, chunks: w.enc.chunks, bytes: w.enc.size})
 	w.enc.reset(CmdMWrite, w.pipe)
-	// Account for whatever has been acknowledged meanwhile, without waiting.
+	w.reap()
+	return w.err
+}
+
+// reap accounts for the batches acknowledged meanwhile, without waiting.
+func (w *Writer) reap() {
 	for len(w.inflight) > 0 {
 		select {
 		case <-w.inflight[0].call.done:
 			w.settle()
 		default:
-			return w.err
+			return
 		}
 	}
-	return w.err
 }
 
 // waitOldest waits for the oldest batch in flight, or for the context.
