@@ -195,6 +195,24 @@ run_store-1s() { # IN LINES OUT
 	rm -rf "$dir"
 }
 
+# Per-process cost of a zpipes transfer: CPU seconds (user + system) and
+# context switches (voluntary + involuntary), which travel between machines
+# better than lines/s. The writer and reader run under /usr/bin/time; the
+# broker's are read from /proc before it stops (every thread's switches).
+if [[ -x /usr/bin/time ]]; then
+	timed=(/usr/bin/time -f '%U %S %w %c')
+else
+	timed=(env) # no cost figures
+	log "no /usr/bin/time: the per-process cost table is left out"
+fi
+broker_cost() { # PID -> "user sys voluntary involuntary" (seconds, counts)
+	local pid=$1 hz
+	hz=$(getconf CLK_TCK)
+	awk -v hz="$hz" '{ printf "%.2f %.2f", $14 / hz, $15 / hz }' "/proc/$pid/stat" 2>/dev/null || return 0
+	cat /proc/"$pid"/task/*/status 2>/dev/null |
+		awk '/^voluntary_ctxt_switches/ { v += $2 } /^nonvoluntary_ctxt_switches/ { n += $2 } END { printf " %d %d\n", v, n }'
+}
+
 serve_args=()
 run_zpipes() { # IN LINES OUT
 	local in=$1 n=$2 out=$3 spid rpid wpid rc=0 i
@@ -214,11 +232,21 @@ run_zpipes() { # IN LINES OUT
 
 	now_us
 	t0=$us
-	timeout "$limit" "$zpipes" -e "$ep" cat -r -n "$n" jobs >"$out" &
+	timeout "$limit" "${timed[@]}" -o "$tmp/reader.cost" "$zpipes" -e "$ep" cat -r -n "$n" jobs >"$out" &
 	rpid=$!
-	timeout "$limit" "$zpipes" -e "$ep" cat -w jobs <"$in" &
+	timeout "$limit" "${timed[@]}" -o "$tmp/writer.cost" "$zpipes" -e "$ep" cat -w jobs <"$in" &
 	wpid=$!
 	finish_transfer "$rpid" "$wpid" || rc=$?
+	broker_cost "$spid" >"$tmp/broker.cost"
+	for who in writer broker reader; do
+		[[ -s $tmp/$who.cost ]] || continue
+		local cpu_user cpu_sys vol invol
+		read -r cpu_user cpu_sys vol invol <"$tmp/$who.cost" || continue
+		[[ -n $invol ]] || continue
+		printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$wl" "$sys_name" "$who" "$n" \
+			"$(wc -c <"$in")" "$(awk -v u="$cpu_user" -v s="$cpu_sys" 'BEGIN { print u + s }')" "$((vol + invol))" >>"$tmp/cost.tsv"
+	done
+	rm -f "$tmp"/*.cost
 
 	# VmHWM is the broker's peak resident set over its life, which is this
 	# one transfer: each transfer gets a fresh broker.
@@ -289,6 +317,7 @@ for ((round = 1; round <= rounds; round++)); do
 			rm -f "$out"
 			rss_kb=-
 			status=ok
+			sys_name=$sys
 			if ! "run_$sys" "$tmp/$wl" "$lines" "$out"; then
 				status=fail
 			elif ! cmp -s "$tmp/$wl" "$out"; then
@@ -309,6 +338,11 @@ for ((round = 1; round <= rounds; round++)); do
 done
 
 "$tmp/report" "$raw"
+
+if [[ -s $tmp/cost.tsv ]]; then
+	echo
+	"$tmp/report" -cost "$tmp/cost.tsv"
+fi
 
 if [[ ${BENCH_PROBES:-1} != 0 && -n $zpipes ]]; then
 	if [[ ${BENCH_QUICK:-0} == 1 ]]; then

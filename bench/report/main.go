@@ -4,6 +4,7 @@
 // Usage:
 //
 //	report [-tsv] RAWFILE
+//	report -cost COSTFILE   (see cost.go)
 //
 // RAWFILE holds one tab-separated row per timed transfer:
 //
@@ -47,7 +48,15 @@ type stats struct {
 
 func main() {
 	tsv := flag.Bool("tsv", false, "print machine-readable summary and ratio rows")
+	cost := flag.String("cost", "", "print the per-process cost table from this file instead")
 	flag.Parse()
+	if *cost != "" {
+		if err := printCost(os.Stdout, *cost); err != nil {
+			fmt.Fprintln(os.Stderr, "report:", err)
+			os.Exit(1)
+		}
+		return
+	}
 	if flag.NArg() != 1 {
 		fmt.Fprintln(os.Stderr, "usage: report [-tsv] RAWFILE")
 		os.Exit(2)
