@@ -117,6 +117,8 @@ func (co *core) handle(ev event) {
 		co.committed(ev.committed.gen, ev.committed.err)
 	case ev.task != nil:
 		co.submit(c, ev.task)
+	case ev.books != nil:
+		ev.books <- [2]int{co.total, co.fixed}
 	}
 	if co.dirty {
 		co.dirty = false

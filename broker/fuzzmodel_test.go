@@ -13,7 +13,8 @@ type fuzzReq struct {
 	err     error // expected error reply
 	reply   []string
 	done    bool // answered, in the model
-	cancels bool // a CANCEL marked this read or write
+	cancels bool     // a CANCEL marked this read or write
+	early   []string // the reply of a request that acted on arrival (ACK)
 }
 
 // fuzzModel is the broker as one connection sees it when it is the only
@@ -31,6 +32,7 @@ type modelPipe struct {
 	opens    int
 	returned [][]byte
 	written  [][]byte
+	held     [][]byte // taken with TAKE, not acknowledged
 }
 
 func (p *modelPipe) chunks() int { return len(p.returned) + len(p.written) }
@@ -79,6 +81,10 @@ func (m *fuzzModel) submit(frames []string) {
 	} else {
 		q.parsed, q.err = ParseRequest(fs, fuzzLim)
 	}
+	if q.err == nil && q.parsed.Cmd == CmdAck {
+		// An ACK acts on arrival, its reply in turn.
+		q.early = m.ack(q)
+	}
 	if q.err == nil && q.parsed.Cmd == CmdCancel {
 		// A CANCEL acts on arrival, on reads and writes still waiting
 		// their turn.
@@ -112,6 +118,10 @@ func (m *fuzzModel) exec(q *fuzzReq) bool {
 	if q.err != nil {
 		return fail(q.err)
 	}
+	if q.early != nil {
+		q.reply = append(reply, q.early...)
+		return true
+	}
 	req := q.parsed
 	p := m.pipes[req.Pipe]
 	switch req.Cmd {
@@ -127,11 +137,11 @@ func (m *fuzzModel) exec(q *fuzzReq) bool {
 			if len(p.written) > 0 {
 				writers = 1
 			}
-			infos = append(infos, PipeInfo{Name: n, Opens: p.opens, Chunks: p.chunks(), Bytes: bytes, Writers: writers})
+			infos = append(infos, PipeInfo{Name: n, Opens: p.opens, Chunks: p.chunks(), Bytes: bytes, Taken: len(p.held), Writers: writers})
 		}
 		b, _ := json.Marshal(infos)
 		return ok(string(b))
-	case CmdOpen:
+	case CmdOpen, CmdHold:
 		if p == nil {
 			p = &modelPipe{}
 			m.pipes[req.Pipe] = p
@@ -171,7 +181,11 @@ func (m *fuzzModel) exec(q *fuzzReq) bool {
 		}
 		p.written = append(p.written, req.Chunks...)
 		return ok()
-	default: // READ, MREAD
+	case CmdNack:
+		p.returned = append(p.held, p.returned...)
+		p.held = nil
+		return ok()
+	default: // READ, MREAD, TAKE
 		if q.cancels {
 			return fail(ErrCancelled)
 		}
@@ -198,6 +212,12 @@ func (m *fuzzModel) exec(q *fuzzReq) bool {
 			out = append(out, string(c))
 			size += len(c)
 		}
+		if req.Cmd == CmdTake {
+			for _, c := range out {
+				p.held = append(p.held, []byte(c))
+			}
+			return ok(out...)
+		}
 		took := m.took[req.Pipe]
 		m.took[req.Pipe] = taken{took.chunks + len(out), took.bytes + size}
 		m.removeIfUnused(req.Pipe)
@@ -210,7 +230,21 @@ func (m *fuzzModel) exec(q *fuzzReq) bool {
 }
 
 func (m *fuzzModel) removeIfUnused(name string) {
-	if p := m.pipes[name]; p.opens == 0 && p.chunks() == 0 {
+	if p := m.pipes[name]; p.opens == 0 && p.chunks() == 0 && len(p.held) == 0 {
 		delete(m.pipes, name)
 	}
+}
+
+// ack runs an ACK as it arrives and returns its reply, without envelope.
+func (m *fuzzModel) ack(q *fuzzReq) []string {
+	p := m.pipes[q.parsed.Pipe]
+	if p == nil {
+		return []string{StatusError, ErrNoPipe.Error()}
+	}
+	if q.parsed.Max > len(p.held) {
+		return []string{StatusError, fmt.Errorf("%w: ACK %d, but %d chunks are held", ErrBadRequest, q.parsed.Max, len(p.held)).Error()}
+	}
+	p.held = p.held[q.parsed.Max:]
+	m.removeIfUnused(q.parsed.Pipe)
+	return []string{StatusOK}
 }

@@ -3,6 +3,7 @@ package broker
 import (
 	"bytes"
 	"encoding/json"
+	"fmt"
 	"slices"
 	"strconv"
 	"strings"
@@ -30,6 +31,10 @@ const (
 	opList
 	opGarbage // frames straight from the script
 	opPing    // a ZMTP PING command
+	opTake
+	opAck
+	opNack
+	opHold
 	numOps
 
 	opEnvelope byte = 0x80
@@ -119,6 +124,14 @@ func runScript(t *testing.T, s *Server, data []byte) {
 			frames = []string{CmdMRead, name, count}
 		case opCancel:
 			frames = []string{CmdCancel, sc.name()}
+		case opTake:
+			frames = []string{CmdTake, sc.name(), strconv.Itoa(int(sc.byte() % 8))}
+		case opAck:
+			frames = []string{CmdAck, sc.name(), strconv.Itoa(int(sc.byte() % 8))}
+		case opNack:
+			frames = []string{CmdNack, sc.name()}
+		case opHold:
+			frames = []string{CmdHold, sc.name()}
 		case opList:
 			frames = []string{CmdList}
 		case opGarbage:
@@ -162,8 +175,16 @@ func runScript(t *testing.T, s *Server, data []byte) {
 		m.submit([]string{CmdCancel, m.waiting().parsed.Pipe})
 		r.expect(m)
 	}
-	// Take everything back in order: nothing acknowledged is lost, and one
-	// writer's chunks come back as written. Then close what is open.
+	// Give back what is held, take everything back in order: nothing
+	// acknowledged is lost, and one writer's chunks come back as written.
+	// Then close what is open.
+	for _, name := range m.names() {
+		if len(m.pipes[name].held) > 0 {
+			p.send(CmdNack, name)
+			m.submit([]string{CmdNack, name})
+			r.expect(m)
+		}
+	}
 	for _, name := range m.names() {
 		for m.pipes[name] != nil && m.pipes[name].chunks() > 0 {
 			p.send(CmdMRead, name, "3")
@@ -184,6 +205,16 @@ func runScript(t *testing.T, s *Server, data []byte) {
 	p.send(CmdList)
 	m.submit([]string{CmdList})
 	r.expect(m)
+	// The books balance: once the replies are written, an empty broker
+	// counts nothing against its limits.
+	settle(t, 5*time.Second, "the broker's books", func() (bool, string) {
+		books := make(chan [2]int, 1)
+		if !s.send(event{books: books}) {
+			t.Fatal("broker gone")
+		}
+		b := <-books
+		return b == [2]int{}, fmt.Sprintf("total %d, fixed %d", b[0], b[1])
+	})
 	if len(r.pongs) != len(pings) {
 		t.Fatalf("%d PINGs, %d PONGs", len(pings), len(r.pongs))
 	}

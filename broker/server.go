@@ -173,6 +173,7 @@ type event struct {
 	returned  []reply      // read replies that were never delivered
 	delivered []reply      // read replies written to their connection
 	committed *commitDone  // the store made changes durable
+	books     chan [2]int  // tests: the core answers its total and fixed bytes
 	compacted *compactDone // the store's checkpoint is durable
 }
 
