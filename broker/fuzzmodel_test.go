@@ -12,7 +12,7 @@ type fuzzReq struct {
 	parsed  Request
 	err     error // expected error reply
 	reply   []string
-	done    bool // answered, in the model
+	done    bool     // answered, in the model
 	cancels bool     // a CANCEL marked this read or write
 	early   []string // the reply of a request that acted on arrival (ACK)
 }
