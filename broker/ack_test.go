@@ -83,7 +83,7 @@ func TestHeldChunksCountAgainstThePipeLimit(t *testing.T) {
 	s := startServer(t, func(c *Config) {
 		c.Limits = DefaultLimits
 		c.Limits.MaxChunk = 100
-		c.MaxPipeBytes, c.MaxTotalBytes = 300, 300
+		c.MaxPipeBytes, c.MaxTotalBytes = 300+onePipe("p"), 300+onePipe("p")
 	})
 	ctx := testCtx(t)
 	w, r, watch := dialT(t, s), dialT(t, s), dialT(t, s)

@@ -1,7 +1,6 @@
 package broker
 
 import (
-	"context"
 	"log/slog"
 	"runtime/debug"
 	"slices"
@@ -247,11 +246,12 @@ var okReply = reply{frames: [][]byte{okFrame}}
 // fail answers a request with an error. The reason names no pipe: the
 // client knows which it asked for, and the log says it for the operator.
 func (co *core) fail(c *conn, req *Request, err error) reply {
-	level := slog.LevelInfo
 	if err == ErrCancelled {
-		level = slog.LevelDebug // the client asked for it
+		co.log.Debug("request failed", "conn", c.id, "cmd", req.Cmd, "pipe", abbrev([]byte(req.Pipe)), "err", err) // the client asked for it
+	} else {
+		// A client can make requests fail at any rate: one line a second.
+		co.s.requestFailed.event("conn", c.id, "cmd", req.Cmd, "pipe", abbrev([]byte(req.Pipe)), "err", err)
 	}
-	co.log.Log(context.Background(), level, "request failed", "conn", c.id, "cmd", req.Cmd, "pipe", abbrev([]byte(req.Pipe)), "err", err)
 	return errorReply(err)
 }
 

@@ -76,7 +76,7 @@ func TestCancelStopsAWriteWaitingForRoom(t *testing.T) {
 	s := startServer(t, func(c *Config) {
 		c.Limits = DefaultLimits
 		c.Limits.MaxChunk = 100
-		c.MaxPipeBytes, c.MaxTotalBytes = 200, 200
+		c.MaxPipeBytes, c.MaxTotalBytes = 200+onePipe("p"), 200+onePipe("p")
 	})
 	w, watch := dialT(t, s), dialT(t, s)
 	ctx := testCtx(t)
@@ -301,7 +301,7 @@ func TestListAnswersInPages(t *testing.T) {
 
 // onePipe is what a pipe of that name with one writer's queue counts
 // against the limits besides its chunks.
-func onePipe(name string) int { return pipeOverhead + len(name) + queueOverhead }
+func onePipe(name string) int { return newPipeCost(name) + queueOverhead }
 
 // What a writer's queue and a pipe cost counts against the limits, not
 // only the chunks: writers that write one byte each fill a budget in a
@@ -329,5 +329,28 @@ func TestWritersQueuesCountAgainstTheLimit(t *testing.T) {
 		if i > 10000 {
 			t.Fatal("the limit never held")
 		}
+	}
+}
+
+// An empty pipe costs memory too: OPENs that would create pipes past the
+// memory budget are refused, whatever --max-pipes allows.
+func TestEmptyPipesCountAgainstTheBudget(t *testing.T) {
+	s := startServer(t, func(c *Config) {
+		c.Limits = DefaultLimits
+		c.Limits.MaxChunk = 1000
+		c.MaxPipeBytes, c.MaxTotalBytes = 64<<10, 64<<10
+	})
+	ctx := testCtx(t)
+	c := dialT(t, s)
+	opened := 0
+	for ; opened < 1000; opened++ {
+		err := c.Open(ctx, fmt.Sprintf("%016d", opened))
+		if errors.Is(err, ErrTooManyPipes) {
+			break
+		}
+		mustOK(t, err)
+	}
+	if want := (64 << 10) / newPipeCost("0123456789abcdef"); opened != want {
+		t.Fatalf("%d empty pipes opened under a 64 KiB budget, want %d", opened, want)
 	}
 }

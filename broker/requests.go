@@ -43,7 +43,7 @@ func (co *core) undelivered(p *pipe, items []item) {
 // then registered itself where it will be woken.
 func (co *core) exec(c *conn, t *task) (reply, bool) {
 	if t.err != nil {
-		co.log.Info("bad request", "conn", c.id, "err", t.err)
+		co.s.requestFailed.event("conn", c.id, "err", t.err)
 		return errorReply(t.err), true
 	}
 	if t.early != nil {
@@ -56,8 +56,14 @@ func (co *core) exec(c *conn, t *task) (reply, bool) {
 	case CmdLimits:
 		return co.limits(), true
 	case CmdOpen, CmdHold:
-		if co.pipes[req.Pipe] == nil && len(co.pipes) >= co.s.cfg.MaxPipes {
-			return co.fail(c, req, fmt.Errorf("%w: the broker holds %d", ErrTooManyPipes, len(co.pipes))), true
+		if co.pipes[req.Pipe] == nil {
+			switch {
+			case len(co.pipes) >= co.s.cfg.MaxPipes:
+				return co.fail(c, req, fmt.Errorf("%w: the broker holds %d", ErrTooManyPipes, len(co.pipes))), true
+			case co.fixed+co.total+newPipeCost(req.Pipe) > co.s.cfg.MaxTotalBytes:
+				// An empty pipe costs memory too: within the budget.
+				return co.fail(c, req, fmt.Errorf("%w: the broker's memory budget is full", ErrTooManyPipes)), true
+			}
 		}
 		p := co.pipe(req.Pipe)
 		p.opens++
@@ -332,7 +338,8 @@ func (co *core) fits(c *conn, p *pipe, req *Request) bool {
 	if p.writers[c.id] == nil {
 		cost += queueOverhead // the writer's queue is new
 	}
-	return (p.chunks == 0 || p.cost()+p.bytes+p.heldBytes+p.inflight+cost <= co.s.cfg.MaxPipeBytes) &&
+	empty := p.chunks == 0 && p.held == 0 && p.inflight == 0
+	return (empty || p.cost()+p.bytes+p.heldBytes+p.inflight+cost <= co.s.cfg.MaxPipeBytes) &&
 		(co.total == 0 || co.fixed+co.total+cost <= co.s.cfg.MaxTotalBytes)
 }
 

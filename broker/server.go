@@ -133,7 +133,7 @@ func (c *Config) setDefaults() error {
 	case c.MaxConns < 0:
 		return fmt.Errorf("connection limit %d is negative", c.MaxConns)
 	case c.MaxPipeBytes < l.MaxChunk+chunkOverhead:
-		return fmt.Errorf("pipe limit %d cannot hold one chunk of the chunk limit %d", c.MaxPipeBytes, l.MaxChunk)
+		return fmt.Errorf("pipe limit %d cannot hold one chunk of the chunk limit %d, which counts %d bytes with its overhead", c.MaxPipeBytes, l.MaxChunk, l.MaxChunk+chunkOverhead)
 	case c.MaxTotalBytes < c.MaxPipeBytes:
 		return fmt.Errorf("total limit %d is below the pipe limit %d", c.MaxTotalBytes, c.MaxPipeBytes)
 	}
@@ -162,6 +162,7 @@ type Server struct {
 	refusedUser     *limitedLog
 	refusedFull     *limitedLog
 	acceptFailed    *limitedLog
+	requestFailed   *limitedLog
 }
 
 // event is what connection goroutines tell the core.
@@ -217,6 +218,7 @@ func Listen(cfg Config) (*Server, error) {
 	s.refusedUser = newLimitedLog(s.log, slog.LevelWarn, "refused connection from another user", every)
 	s.refusedFull = newLimitedLog(s.log, slog.LevelWarn, "refused connection: too many connections", every)
 	s.acceptFailed = newLimitedLog(s.log, slog.LevelError, "accept failed", every)
+	s.requestFailed = newLimitedLog(s.log, slog.LevelInfo, "request failed", every)
 	co := newCore(s)
 	co.store = st
 	_, mem := st.(memStore)
@@ -251,7 +253,7 @@ func (s *Server) Close() error {
 		t := time.AfterFunc(2*drainTimeout, s.closeConns)
 		s.wg.Wait()
 		t.Stop()
-		for _, l := range []*limitedLog{s.handshakeFailed, s.refusedUser, s.refusedFull, s.acceptFailed} {
+		for _, l := range []*limitedLog{s.handshakeFailed, s.refusedUser, s.refusedFull, s.acceptFailed, s.requestFailed} {
 			l.close()
 		}
 	})
