@@ -148,11 +148,7 @@ func TestLimitsReportsWhatTheBrokerAccepts(t *testing.T) {
 // against the limits: a reader that sends MREADs and never reads cannot
 // make the broker acknowledge writes without end.
 func TestRepliesNotReadCountAgainstTheLimit(t *testing.T) {
-	s := startServer(t, func(c *Config) {
-		c.Limits = DefaultLimits
-		c.Limits.MaxChunk = 1000
-		c.MaxPipeBytes, c.MaxTotalBytes = 64<<10, 64<<10
-	})
+	s := startServer(t, smallLimits(64<<10))
 	ctx := testCtx(t)
 	w, watch := dialT(t, s), dialT(t, s)
 	mustOK(t, w.Open(ctx, "p"))
@@ -235,11 +231,7 @@ func TestUnreadGivesBackOnlyWhatWasTaken(t *testing.T) {
 // A write that costs more than the total limit, into a broker that holds
 // nothing, goes through rather than wait for room that can never be made.
 func TestBatchOverTheTotalLimitGoesIntoAnEmptyBroker(t *testing.T) {
-	s := startServer(t, func(c *Config) {
-		c.Limits = DefaultLimits
-		c.Limits.MaxChunk = 1000
-		c.MaxPipeBytes, c.MaxTotalBytes = 1100, 1100
-	})
+	s := startServer(t, smallLimits(1100))
 	ctx := testCtx(t)
 	c := dialT(t, s)
 	mustOK(t, c.Open(ctx, "p"))
@@ -307,11 +299,7 @@ func onePipe(name string) int { return newPipeCost(name) + queueOverhead }
 // only the chunks: writers that write one byte each fill a budget in a
 // few hundred writes, not tens of thousands.
 func TestWritersQueuesCountAgainstTheLimit(t *testing.T) {
-	s := startServer(t, func(c *Config) {
-		c.Limits = DefaultLimits
-		c.Limits.MaxChunk = 1000
-		c.MaxPipeBytes, c.MaxTotalBytes = 64<<10, 64<<10
-	})
+	s := startServer(t, smallLimits(64<<10))
 	ctx := testCtx(t)
 	watch := dialT(t, s)
 	mustOK(t, watch.Open(ctx, "p"))
@@ -335,11 +323,7 @@ func TestWritersQueuesCountAgainstTheLimit(t *testing.T) {
 // An empty pipe costs memory too: OPENs that would create pipes past the
 // memory budget are refused, whatever --max-pipes allows.
 func TestEmptyPipesCountAgainstTheBudget(t *testing.T) {
-	s := startServer(t, func(c *Config) {
-		c.Limits = DefaultLimits
-		c.Limits.MaxChunk = 1000
-		c.MaxPipeBytes, c.MaxTotalBytes = 64<<10, 64<<10
-	})
+	s := startServer(t, smallLimits(64<<10))
 	ctx := testCtx(t)
 	c := dialT(t, s)
 	opened := 0

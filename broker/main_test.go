@@ -234,3 +234,13 @@ func readBatch(ctx context.Context, c *Client, pipe string, max int) ([][]byte, 
 		return nil, ctx.Err()
 	}
 }
+
+// smallLimits is a broker with a 1000-byte chunk limit and both byte limits
+// at size, for tests of what happens at the limits.
+func smallLimits(size int) func(*Config) {
+	return func(c *Config) {
+		c.Limits = DefaultLimits
+		c.Limits.MaxChunk = 1000
+		c.MaxPipeBytes, c.MaxTotalBytes = size, size
+	}
+}

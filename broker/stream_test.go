@@ -128,11 +128,7 @@ func TestWriterBatchesFitTheBrokersLimits(t *testing.T) {
 // received, and nothing it sent lands afterwards, even once a reader makes
 // room.
 func TestInterruptedWriterOnAFullPipeLeavesNothingBehind(t *testing.T) {
-	s := startServer(t, func(c *Config) {
-		c.Limits = DefaultLimits
-		c.Limits.MaxChunk = 1000
-		c.MaxPipeBytes, c.MaxTotalBytes = 20<<10, 20<<10
-	})
+	s := startServer(t, smallLimits(20<<10))
 	c, watch := dialT(t, s), dialT(t, s)
 	ctx, cancel := context.WithCancel(testCtx(t))
 	mustOK(t, c.Open(ctx, "p"))
@@ -266,11 +262,7 @@ func TestReaderGivesBackMoreThanOneUnreadCarries(t *testing.T) {
 // with no more input and no Close: the input went quiet, and the writer
 // must not sit on it.
 func TestWriterIdleSendsWhatItHeldBack(t *testing.T) {
-	s := startServer(t, func(c *Config) {
-		c.Limits = DefaultLimits
-		c.Limits.MaxChunk = 1000
-		c.MaxPipeBytes, c.MaxTotalBytes = 4<<10, 4<<10
-	})
+	s := startServer(t, smallLimits(4<<10))
 	ctx := testCtx(t)
 	c, r := dialT(t, s), dialT(t, s)
 	mustOK(t, c.Open(ctx, "p"))
