@@ -36,233 +36,235 @@
 # Output of the run committed with it (a machine with 2 cores, shared with
 # other sessions running their tests: note the load average), stdout only:
 #
-#   attack.sh: 2026-11-29 21:37 UTC; 2 cores, 24 GiB RAM; BEFORE e176790, AFTER 5b1cb86; attacks took 221 s; load average 11.07 6.88 4.40 at the start, 1.88 4.91 4.19 at the end
+#   attack.sh: 2026-11-29 21:43 UTC; 2 cores, 24 GiB RAM; BEFORE e176790, AFTER 68b48dc; attacks took 220 s; load average 1.30 3.20 3.65 at the start, 2.75 3.12 3.54 at the end
 #
 #   == 1. LIST amplification: 200000 pipes, 40 LISTs never read (serve --max-chunk 1048576 --max-total-bytes 4194304 --max-pipe-bytes 2097152) ==
-#                                                              BEFORE e176790                     AFTER 5b1cb86
+#                                                              BEFORE e176790                     AFTER 68b48dc
 #   serve started?                                             yes                                yes
-#   RSS at start                                               8.5 MiB                            9.4 MiB
+#   RSS at start                                               8.6 MiB                            9.4 MiB
 #   pipes asked for (16-byte names, pipelined OPENs)           200000                             200000
-#   OPEN OK                                                    200000                             99999
-#   OPEN ERROR too many pipes                                  0                                  100001
+#   OPEN OK                                                    200000                             3970
+#   OPEN ERROR too many pipes                                  0                                  196030
 #   other replies to OPEN                                      none                               none
-#   making them took                                           all answered; last reply at 0.7 s  all answered; last reply at 0.9 s
-#   RSS with the pipes made                                    78.5 MiB                           83.9 MiB
-#   fresh client: WRITE of 1 byte to an open pipe, within 1 s  OK in 0 ms                         OK in 0 ms
+#   making them took                                           all answered; last reply at 0.8 s  all answered; last reply at 0.5 s
+#   RSS with the pipes made                                    75.3 MiB                           16.3 MiB
+#   fresh client: WRITE of 1 byte to an open pipe, within 1 s  OK in 0 ms                         OK in 1 ms
 #   LISTs sent, never read                                     40                                 40
-#   peak RSS over 10 s with them unread                        955.0 MiB                          84.0 MiB
-#   fresh client: OPEN OK within 1 s, while attacked           0/11; no answer ×11               10/10 (slowest 93 ms)
-#   RSS 1 s after the attacker closed                          944.0 MiB                          84.0 MiB
-#   RSS 6 s after the attacker closed                          398.0 MiB                          84.0 MiB
-#   fresh client: OPEN OK within 1 s, afterwards               3/3 (slowest 1 ms)                 2/2 (slowest 1 ms)
-#   broker peak RSS (VmHWM)                                    1097.2 MiB                         84.0 MiB
-#   broker stop on SIGTERM                                     exit 0 in 121 ms                   exit 0 in 61 ms
-#   log lines written                                          3 (275 bytes)                      100004 (14600436 bytes)
+#   peak RSS over 10 s with them unread                        959.5 MiB                          20.5 MiB
+#   fresh client: OPEN OK within 1 s, while attacked           0/10; no answer ×10               10/10 (slowest 67 ms)
+#   RSS 1 s after the attacker closed                          1018.2 MiB                         20.5 MiB
+#   RSS 6 s after the attacker closed                          1134.9 MiB                         20.5 MiB
+#   fresh client: OPEN OK within 1 s, afterwards               2/2 (slowest 0 ms)                 2/2 (slowest 1 ms)
+#   broker peak RSS (VmHWM)                                    1134.9 MiB                         20.5 MiB
+#   broker stop on SIGTERM                                     exit 0 in 365 ms                   exit 0 in 69 ms
+#   log lines written                                          3 (274 bytes)                      5 (615 bytes)
 #   log, BEFORE (count, first line of each message):
-#          1  level=INFO msg=listening endpoint=ipc://@attack-attack.yQD4uC-1136725536
+#          1  level=INFO msg=listening endpoint=ipc://@attack-attack.2lLQW2-812428657
 #          1  level=INFO msg=stopping
 #          1  level=INFO msg="shutting down" discarded_chunks=1 discarded_bytes=1 pipes_with_chunks=1
 #   log, AFTER (count, first line of each message):
-#          1  level=INFO msg=listening endpoint=ipc://@attack-attack.yQD4uC-1136725536 max_conns=4096
-#     100001  level=INFO msg="request failed" conn=3 cmd=OPEN pipe=attack-000099999 err="too many pipes: the broker holds 100000"
+#          1  level=INFO msg=listening endpoint=ipc://@attack-attack.2lLQW2-812428657 max_conns=4096
+#          2  level=INFO msg="request failed" conn=3 cmd=OPEN pipe=attack-000003970 err="too many pipes: the broker's memory budget is full"
 #          1  level=INFO msg=stopping
 #          1  level=INFO msg="shutting down" discarded_chunks=1 discarded_bytes=1 pipes_with_chunks=1
 #
 #   == 2. replies in flight: 400 MREADs never read, 400 WRITEs of 1 MiB (serve --max-chunk 1048576 --max-total-bytes 4194304 --max-pipe-bytes 2097152) ==
-#                                                              BEFORE e176790                              AFTER 5b1cb86
+#                                                              BEFORE e176790                              AFTER 68b48dc
 #   serve started?                                             yes                                         yes
-#   RSS at start                                               8.4 MiB                                     9.3 MiB
+#   RSS at start                                               8.4 MiB                                     9.4 MiB
 #   MREAD p 1000 sent on one connection, never read            400                                         400
 #   WRITEs of 1 MiB pipelined on another                       400                                         400
-#   WRITE OK                                                   400                                         3
+#   WRITE OK                                                   400                                         1
 #   other replies to WRITE                                     none                                        WRITE unanswered ×17
-#   writing stopped                                            all answered; last reply at 0.6 s           stopped: no reply for 2s; last reply at 0.0 s
-#   peak RSS while writing                                     415.7 MiB                                   33.8 MiB
-#   fresh client: OPEN OK within 1 s, while attacked           1/1 (slowest 1 ms)                          3/3 (slowest 3 ms)
+#   writing stopped                                            all answered; last reply at 0.4 s           stopped: no reply for 2s; last reply at 0.0 s
+#   peak RSS while writing                                     415.5 MiB                                   30.0 MiB
+#   fresh client: OPEN OK within 1 s, while attacked           1/1 (slowest 0 ms)                          3/3 (slowest 2 ms)
 #   the pipe in LIST, replies unread                           0 chunks, 0 B, 0 writers blocked            0 chunks, 0 B, 1 writers blocked
-#   fresh client: WRITE of 1 byte to another pipe, within 1 s  OK in 2 ms                                  OK in 0 ms
-#   the pipe in LIST, 1 s after writer and reader closed       400 chunks, 419430400 B, 0 writers blocked  3 chunks, 3145728 B, 0 writers blocked
-#   RSS then                                                   415.7 MiB                                   33.9 MiB
-#   broker peak RSS (VmHWM)                                    415.7 MiB                                   33.9 MiB
-#   broker stop on SIGTERM                                     exit 0 in 66 ms                             exit 0 in 56 ms
-#   log lines written                                          3 (285 bytes)                               3 (296 bytes)
+#   fresh client: WRITE of 1 byte to another pipe, within 1 s  OK in 0 ms                                  OK in 0 ms
+#   the pipe in LIST, 1 s after writer and reader closed       400 chunks, 419430400 B, 0 writers blocked  1 chunks, 1048576 B, 0 writers blocked
+#   RSS then                                                   415.6 MiB                                   30.2 MiB
+#   broker peak RSS (VmHWM)                                    415.6 MiB                                   30.2 MiB
+#   broker stop on SIGTERM                                     exit 0 in 59 ms                             exit 0 in 57 ms
+#   log lines written                                          3 (284 bytes)                               3 (295 bytes)
 #   log, BEFORE (count, first line of each message):
-#          1  level=INFO msg=listening endpoint=ipc://@attack-attack.yQD4uC-1136725536
+#          1  level=INFO msg=listening endpoint=ipc://@attack-attack.2lLQW2-812428657
 #          1  level=INFO msg=stopping
 #          1  level=INFO msg="shutting down" discarded_chunks=401 discarded_bytes=419430401 pipes_with_chunks=2
 #   log, AFTER (count, first line of each message):
-#          1  level=INFO msg=listening endpoint=ipc://@attack-attack.yQD4uC-1136725536 max_conns=4096
+#          1  level=INFO msg=listening endpoint=ipc://@attack-attack.2lLQW2-812428657 max_conns=4096
 #          1  level=INFO msg=stopping
-#          1  level=INFO msg="shutting down" discarded_chunks=4 discarded_bytes=3145729 pipes_with_chunks=2
+#          1  level=INFO msg="shutting down" discarded_chunks=2 discarded_bytes=1048577 pipes_with_chunks=2
 #
 #   == 3. UNREAD of what was never read: 500 × 1 MiB (serve --max-chunk 1048576 --max-total-bytes 4194304 --max-pipe-bytes 2097152) ==
-#                                                              BEFORE e176790                              AFTER 5b1cb86
+#                                                              BEFORE e176790                              AFTER 68b48dc
 #   serve started?                                             yes                                         yes
-#   RSS at start                                               8.6 MiB                                     9.3 MiB
+#   RSS at start                                               8.4 MiB                                     9.3 MiB
 #   UNREADs of 1 MiB pipelined, the pipe never read            500                                         500
 #   UNREAD OK                                                  500                                         0
 #   UNREAD ERROR bad request                                   0                                           500
 #   other replies to UNREAD                                    none                                        none
-#   unreading stopped                                          all answered; last reply at 0.6 s           all answered; last reply at 0.4 s
-#   peak RSS while unreading                                   514.1 MiB                                   17.2 MiB
-#   fresh client: OPEN OK within 1 s, while attacked           1/1 (slowest 2 ms)                          1/1 (slowest 1 ms)
+#   unreading stopped                                          all answered; last reply at 0.7 s           all answered; last reply at 0.5 s
+#   peak RSS while unreading                                   514.0 MiB                                   16.5 MiB
+#   fresh client: OPEN OK within 1 s, while attacked           1/1 (slowest 0 ms)                          1/1 (slowest 0 ms)
 #   the pipe in LIST                                           500 chunks, 524288000 B, 0 writers blocked  0 chunks, 0 B, 0 writers blocked
 #   fresh client: WRITE of 1 byte to another pipe, within 1 s  no: no answer                               OK in 0 ms
-#   RSS 1 s after the attacker closed                          514.2 MiB                                   14.5 MiB
-#   broker peak RSS (VmHWM)                                    514.2 MiB                                   19.2 MiB
-#   broker stop on SIGTERM                                     exit 0 in 139 ms                            exit 0 in 57 ms
-#   log lines written                                          3 (285 bytes)                               503 (100790 bytes)
+#   RSS 1 s after the attacker closed                          514.0 MiB                                   14.9 MiB
+#   broker peak RSS (VmHWM)                                    514.0 MiB                                   24.3 MiB
+#   broker stop on SIGTERM                                     exit 0 in 62 ms                             exit 0 in 58 ms
+#   log lines written                                          3 (284 bytes)                               5 (700 bytes)
 #   log, BEFORE (count, first line of each message):
-#          1  level=INFO msg=listening endpoint=ipc://@attack-attack.yQD4uC-1136725536
+#          1  level=INFO msg=listening endpoint=ipc://@attack-attack.2lLQW2-812428657
 #          1  level=INFO msg=stopping
 #          1  level=INFO msg="shutting down" discarded_chunks=500 discarded_bytes=524288000 pipes_with_chunks=1
 #   log, AFTER (count, first line of each message):
-#          1  level=INFO msg=listening endpoint=ipc://@attack-attack.yQD4uC-1136725536 max_conns=4096
-#        500  level=INFO msg="request failed" conn=5 cmd=UNREAD pipe=attack-unread err="bad request: UNREAD of 1 chunks (1048576 bytes); this connection took 0 (0 b
+#          1  level=INFO msg=listening endpoint=ipc://@attack-attack.2lLQW2-812428657 max_conns=4096
+#          2  level=INFO msg="request failed" conn=5 cmd=UNREAD pipe=attack-unread err="bad request: UNREAD of 1 chunks (1048576 bytes); this connection took 0 (0 b
 #          1  level=INFO msg=stopping
 #          1  level=INFO msg="shutting down" discarded_chunks=1 discarded_bytes=1 pipes_with_chunks=1
 #
 #   == 4a. overhead: 300000 pipes, 1024-byte names, 1 byte each (serve --max-chunk 1048576 --max-total-bytes 16777216 --max-pipe-bytes 16777216) ==
-#                                                              BEFORE e176790                     AFTER 5b1cb86
+#                                                              BEFORE e176790                     AFTER 68b48dc
 #   serve started?                                             yes                                yes
-#   RSS at start                                               8.3 MiB                            9.4 MiB
+#   RSS at start                                               8.3 MiB                            9.3 MiB
 #   pipes asked for (1024-byte names, one 1-byte chunk each)   300000                             300000
-#   OPEN OK                                                    300000                             8807
-#   OPEN ERROR too many pipes                                  0                                  0
-#   WRITE OK (chunks queued)                                   300000                             8806
-#   other replies                                              none                               OPEN unanswered ×2048; WRITE unanswered ×2048
-#   pipelining stopped                                         all answered; last reply at 8.7 s  stopped: no reply for 3s; last reply at 0.1 s
-#   fresh client: OPEN OK within 1 s, while attacked           9/9 (slowest 74 ms)                4/4 (slowest 2 ms)
-#   fresh client: WRITE of 1 byte to an open pipe, within 1 s  OK in 27 ms                        no: no answer
-#   peak RSS                                                   2048.8 MiB                         36.6 MiB
-#   peak RSS / budget                                          128.1                              2.3
-#   RSS per pipe made                                          7132 B                             3240 B
-#   broker peak RSS (VmHWM)                                    2048.8 MiB                         36.6 MiB
-#   broker stop on SIGTERM                                     exit 0 in 456 ms                   exit 0 in 58 ms
-#   log lines written                                          3 (290 bytes)                      3 (299 bytes)
+#   OPEN OK                                                    300000                             4875
+#   OPEN ERROR too many pipes                                  0                                  295125
+#   WRITE OK (chunks queued)                                   300000                             4875
+#   other replies                                              none                               WRITE ERROR no such pipe ×295125
+#   pipelining stopped                                         all answered; last reply at 4.7 s  all answered; last reply at 7.3 s
+#   fresh client: OPEN OK within 1 s, while attacked           5/5 (slowest 4 ms)                 8/8 (slowest 13 ms)
+#   fresh client: WRITE of 1 byte to an open pipe, within 1 s  OK in 0 ms                         OK in 0 ms
+#   peak RSS                                                   1905.2 MiB                         37.2 MiB
+#   peak RSS / budget                                          119.1                              2.3
+#   RSS per pipe made                                          6630 B                             6005 B
+#   broker peak RSS (VmHWM)                                    1905.3 MiB                         37.0 MiB
+#   broker stop on SIGTERM                                     exit 0 in 164 ms                   exit 0 in 58 ms
+#   log lines written                                          3 (289 bytes)                      12 (1822 bytes)
 #   log, BEFORE (count, first line of each message):
-#          1  level=INFO msg=listening endpoint=ipc://@attack-attack.yQD4uC-1136725536
+#          1  level=INFO msg=listening endpoint=ipc://@attack-attack.2lLQW2-812428657
 #          1  level=INFO msg=stopping
 #          1  level=INFO msg="shutting down" discarded_chunks=300001 discarded_bytes=300001 pipes_with_chunks=300001
 #   log, AFTER (count, first line of each message):
-#          1  level=INFO msg=listening endpoint=ipc://@attack-attack.yQD4uC-1136725536 max_conns=4096
+#          1  level=INFO msg=listening endpoint=ipc://@attack-attack.2lLQW2-812428657 max_conns=4096
+#          9  level=INFO msg="request failed" conn=3 cmd=OPEN pipe=attack-000004875nnnnnnnnnnnnnnnn... err="too many pipes: the broker's memory budget is full"
 #          1  level=INFO msg=stopping
-#          1  level=INFO msg="shutting down" discarded_chunks=8806 discarded_bytes=8806 pipes_with_chunks=8806
+#          1  level=INFO msg="shutting down" discarded_chunks=4876 discarded_bytes=4876 pipes_with_chunks=4876
 #
 #   == 4d. overhead: 300000 empty pipes, 1024-byte names (serve --max-chunk 1048576 --max-total-bytes 16777216 --max-pipe-bytes 16777216) ==
-#                                                              BEFORE e176790                     AFTER 5b1cb86
+#                                                              BEFORE e176790                     AFTER 68b48dc
 #   serve started?                                             yes                                yes
-#   RSS at start                                               8.3 MiB                            9.5 MiB
+#   RSS at start                                               8.5 MiB                            9.5 MiB
 #   pipes asked for (1024-byte names, OPEN only)               300000                             300000
-#   OPEN OK                                                    300000                             99999
-#   OPEN ERROR too many pipes                                  0                                  200001
+#   OPEN OK                                                    300000                             5460
+#   OPEN ERROR too many pipes                                  0                                  294540
 #   other replies                                              none                               none
-#   pipelining stopped                                         all answered; last reply at 3.1 s  all answered; last reply at 1.8 s
-#   fresh client: OPEN OK within 1 s, while attacked           4/4 (slowest 15 ms)                2/2 (slowest 5 ms)
+#   pipelining stopped                                         all answered; last reply at 1.7 s  all answered; last reply at 2.7 s
+#   fresh client: OPEN OK within 1 s, while attacked           2/2 (slowest 4 ms)                 3/3 (slowest 9 ms)
 #   fresh client: WRITE of 1 byte to an open pipe, within 1 s  OK in 0 ms                         OK in 0 ms
-#   peak RSS                                                   506.0 MiB                          284.4 MiB
-#   peak RSS / budget                                          31.6                               17.8
-#   RSS per pipe made                                          1740 B                             2883 B
-#   broker peak RSS (VmHWM)                                    506.1 MiB                          284.4 MiB
-#   broker stop on SIGTERM                                     exit 0 in 119 ms                   exit 0 in 59 ms
-#   log lines written                                          3 (275 bytes)                      200004 (33000455 bytes)
+#   peak RSS                                                   504.3 MiB                          32.8 MiB
+#   peak RSS / budget                                          31.5                               2.0
+#   RSS per pipe made                                          1733 B                             4481 B
+#   broker peak RSS (VmHWM)                                    504.3 MiB                          32.7 MiB
+#   broker stop on SIGTERM                                     exit 0 in 57 ms                    exit 0 in 58 ms
+#   log lines written                                          3 (274 bytes)                      7 (1027 bytes)
 #   log, BEFORE (count, first line of each message):
-#          1  level=INFO msg=listening endpoint=ipc://@attack-attack.yQD4uC-1136725536
+#          1  level=INFO msg=listening endpoint=ipc://@attack-attack.2lLQW2-812428657
 #          1  level=INFO msg=stopping
 #          1  level=INFO msg="shutting down" discarded_chunks=1 discarded_bytes=1 pipes_with_chunks=1
 #   log, AFTER (count, first line of each message):
-#          1  level=INFO msg=listening endpoint=ipc://@attack-attack.yQD4uC-1136725536 max_conns=4096
-#     200001  level=INFO msg="request failed" conn=4 cmd=OPEN pipe=attack-000099999nnnnnnnnnnnnnnnn... err="too many pipes: the broker holds 100000"
+#          1  level=INFO msg=listening endpoint=ipc://@attack-attack.2lLQW2-812428657 max_conns=4096
+#          4  level=INFO msg="request failed" conn=3 cmd=OPEN pipe=attack-000005460nnnnnnnnnnnnnnnn... err="too many pipes: the broker's memory budget is full"
 #          1  level=INFO msg=stopping
 #          1  level=INFO msg="shutting down" discarded_chunks=1 discarded_bytes=1 pipes_with_chunks=1
 #
 #   == 4b. overhead: one pipe of 1-byte chunks, one connection (serve --max-chunk 1048576 --max-total-bytes 16777216 --max-pipe-bytes 16777216) ==
-#                                                     BEFORE e176790                                 AFTER 5b1cb86
+#                                                     BEFORE e176790                                 AFTER 68b48dc
 #   serve started?                                    yes                                            yes
-#   RSS at start                                      8.4 MiB                                        9.5 MiB
-#   WRITE OK (1-byte chunks, pipelined)               671088                                         342364
+#   RSS at start                                      8.4 MiB                                        9.4 MiB
+#   WRITE OK (1-byte chunks, pipelined)               671088                                         342342
 #   other replies                                     WRITE unanswered ×8192                        WRITE unanswered ×8192
-#   writing stopped                                   stopped: no reply for 2s; last reply at 2.1 s  stopped: no reply for 2s; last reply at 0.6 s
-#   fresh client: OPEN OK within 1 s, while attacked  5/5 (slowest 25 ms)                            3/3 (slowest 2 ms)
-#   the pipe in LIST                                  671088 chunks, 671088 B, 1 writers blocked     342364 chunks, 342364 B, 1 writers blocked
-#   peak RSS                                          66.0 MiB                                       36.4 MiB
-#   peak RSS / budget                                 4.1                                            2.3
-#   RSS per chunk queued                              90 B                                           83 B
-#   broker peak RSS (VmHWM)                           66.0 MiB                                       36.4 MiB
-#   broker stop on SIGTERM                            exit 0 in 60 ms                                exit 0 in 56 ms
-#   log lines written                                 3 (285 bytes)                                  3 (300 bytes)
+#   writing stopped                                   stopped: no reply for 2s; last reply at 1.1 s  stopped: no reply for 2s; last reply at 1.0 s
+#   fresh client: OPEN OK within 1 s, while attacked  4/4 (slowest 1 ms)                             4/4 (slowest 18 ms)
+#   the pipe in LIST                                  671088 chunks, 671088 B, 1 writers blocked     342342 chunks, 342342 B, 1 writers blocked
+#   peak RSS                                          66.1 MiB                                       39.4 MiB
+#   peak RSS / budget                                 4.1                                            2.5
+#   RSS per chunk queued                              90 B                                           92 B
+#   broker peak RSS (VmHWM)                           66.1 MiB                                       39.4 MiB
+#   broker stop on SIGTERM                            exit 0 in 60 ms                                exit 0 in 68 ms
+#   log lines written                                 3 (284 bytes)                                  3 (299 bytes)
 #   log, BEFORE (count, first line of each message):
-#          1  level=INFO msg=listening endpoint=ipc://@attack-attack.yQD4uC-1136725536
+#          1  level=INFO msg=listening endpoint=ipc://@attack-attack.2lLQW2-812428657
 #          1  level=INFO msg=stopping
 #          1  level=INFO msg="shutting down" discarded_chunks=671088 discarded_bytes=671088 pipes_with_chunks=1
 #   log, AFTER (count, first line of each message):
-#          1  level=INFO msg=listening endpoint=ipc://@attack-attack.yQD4uC-1136725536 max_conns=4096
+#          1  level=INFO msg=listening endpoint=ipc://@attack-attack.2lLQW2-812428657 max_conns=4096
 #          1  level=INFO msg=stopping
-#          1  level=INFO msg="shutting down" discarded_chunks=342364 discarded_bytes=342364 pipes_with_chunks=1
+#          1  level=INFO msg="shutting down" discarded_chunks=342342 discarded_bytes=342342 pipes_with_chunks=1
 #
 #   == 4c. overhead: one pipe of 1-byte chunks, a connection each (serve --max-chunk 1048576 --max-total-bytes 16777216 --max-pipe-bytes 16777216) ==
-#                                                           BEFORE e176790                              AFTER 5b1cb86
+#                                                           BEFORE e176790                              AFTER 68b48dc
 #   serve started?                                          yes                                         yes
-#   RSS at start                                            8.4 MiB                                     9.4 MiB
-#   WRITE OK (1-byte chunks, a connection each)             233843                                      45463
+#   RSS at start                                            8.4 MiB                                     9.3 MiB
+#   WRITE OK (1-byte chunks, a connection each)             345508                                      45461
 #   writing stopped                                         time limit 60s                              a write got no answer within 5 s
-#   fresh client: OPEN OK within 1 s, while attacked        60/60 (slowest 35 ms)                       12/12 (slowest 6 ms)
-#   the pipe in LIST                                        233843 chunks, 233843 B, 0 writers blocked  45463 chunks, 45463 B, 0 writers blocked
+#   fresh client: OPEN OK within 1 s, while attacked        60/60 (slowest 13 ms)                       17/17 (slowest 13 ms)
+#   the pipe in LIST                                        345508 chunks, 345508 B, 0 writers blocked  45461 chunks, 45461 B, 0 writers blocked
 #   then a WRITE of 1 byte to it, within 1 s (is it full?)  OK in 0 ms                                  no: no answer
-#   peak RSS                                                1343.6 MiB                                  38.2 MiB
-#   peak RSS / budget                                       84.0                                        2.4
-#   RSS per chunk queued                                    5987 B                                      664 B
-#   broker peak RSS (VmHWM)                                 1343.6 MiB                                  38.2 MiB
-#   broker stop on SIGTERM                                  exit 0 in 179 ms                            exit 0 in 56 ms
-#   log lines written                                       3 (285 bytes)                               3 (298 bytes)
+#   peak RSS                                                1972.2 MiB                                  38.1 MiB
+#   peak RSS / budget                                       123.3                                       2.4
+#   RSS per chunk queued                                    5960 B                                      668 B
+#   broker peak RSS (VmHWM)                                 1972.2 MiB                                  38.1 MiB
+#   broker stop on SIGTERM                                  exit 0 in 114 ms                            exit 0 in 57 ms
+#   log lines written                                       3 (284 bytes)                               3 (297 bytes)
 #   log, BEFORE (count, first line of each message):
-#          1  level=INFO msg=listening endpoint=ipc://@attack-attack.yQD4uC-1136725536
+#          1  level=INFO msg=listening endpoint=ipc://@attack-attack.2lLQW2-812428657
 #          1  level=INFO msg=stopping
-#          1  level=INFO msg="shutting down" discarded_chunks=233844 discarded_bytes=233844 pipes_with_chunks=1
+#          1  level=INFO msg="shutting down" discarded_chunks=345509 discarded_bytes=345509 pipes_with_chunks=1
 #   log, AFTER (count, first line of each message):
-#          1  level=INFO msg=listening endpoint=ipc://@attack-attack.yQD4uC-1136725536 max_conns=4096
+#          1  level=INFO msg=listening endpoint=ipc://@attack-attack.2lLQW2-812428657 max_conns=4096
 #          1  level=INFO msg=stopping
-#          1  level=INFO msg="shutting down" discarded_chunks=45463 discarded_bytes=45463 pipes_with_chunks=1
+#          1  level=INFO msg="shutting down" discarded_chunks=45461 discarded_bytes=45461 pipes_with_chunks=1
 #
 #   == 5. limits that can never be met (serve --max-chunk 1048576 --max-pipe-bytes 1048600 --max-total-bytes 1048600) ==
-#                                                            BEFORE e176790                                    AFTER 5b1cb86
-#   serve started?                                           yes                                               no: zpipes: serve: broker config: pipe limit 1048600 cannot hold one chunk of the chunk limit 1048576
+#                                                            BEFORE e176790                                    AFTER 68b48dc
+#   serve started?                                           yes                                               no: zpipes: serve: broker config: pipe limit 1048600 cannot hold one chunk of the chunk limit 1048576, which counts 1048624 bytes with its overhead
 #   cat -w alone of 8,192 lines of 120 B: finished in 10 s?  no: timed out, ignored SIGTERM, SIGKILLed at 12.01 s  -
-#   fresh client within 1 s, 0.5 s into cat -w               1/1 (zpipes ls, 18 ms)                            -
+#   fresh client within 1 s, 0.5 s into cat -w               1/1 (zpipes ls, 9 ms)                             -
 #   the pipe in LIST after cat -w                            0 chunks, 0 B, 0 writers blocked                  -
 #   lines read back then (cat -r -n 8192, 5 s timeout)       0 (exit 124)                                      -
-#   cat -w, cat -r -n 8192 reading: finished in 10 s?        no: timed out, ignored SIGTERM, SIGKILLed at 12.01 s  -
+#   cat -w, cat -r -n 8192 reading: finished in 10 s?        no: timed out, exited on SIGTERM at 10.01 s       -
 #   lines cat -r got (10 s timeout)                          0 (exit 124)                                      -
-#   broker peak RSS (VmHWM)                                  15.5 MiB                                          -
-#   broker stop on SIGTERM                                   exit 0 in 4 ms                                    -
-#   log lines written                                        3 (275 bytes)                                     -
+#   broker peak RSS (VmHWM)                                  15.2 MiB                                          -
+#   broker stop on SIGTERM                                   exit 0 in 58 ms                                   -
+#   log lines written                                        3 (274 bytes)                                     -
 #   log, BEFORE (count, first line of each message):
-#          1  level=INFO msg=listening endpoint=ipc://@attack-attack.yQD4uC-1136725536
+#          1  level=INFO msg=listening endpoint=ipc://@attack-attack.2lLQW2-812428657
 #          1  level=INFO msg=stopping
 #          1  level=INFO msg="shutting down" discarded_chunks=0 discarded_bytes=0 pipes_with_chunks=0
 #   log, AFTER (count, first line of each message):
-#          1  zpipes: serve: broker config: pipe limit 1048600 cannot hold one chunk of the chunk limit 1048576
+#          1  zpipes: serve: broker config: pipe limit 1048600 cannot hold one chunk of the chunk limit 1048576, which counts 1048624 bytes with its overhead
 #
 #   == 5b. limits that can never be met, a smaller chunk limit (serve --max-chunk 1000000 --max-pipe-bytes 1048600 --max-total-bytes 1048600) ==
-#                                                            BEFORE e176790                                    AFTER 5b1cb86
+#                                                            BEFORE e176790                                    AFTER 68b48dc
 #   serve started?                                           yes                                               yes
 #   cat -w alone of 8,192 lines of 120 B: finished in 10 s?  no: timed out, ignored SIGTERM, SIGKILLed at 12.01 s  no: timed out, exited on SIGTERM at 10.01 s
-#   fresh client within 1 s, 0.5 s into cat -w               1/1 (zpipes ls, 11 ms)                            1/1 (zpipes ls, 10 ms)
+#   fresh client within 1 s, 0.5 s into cat -w               1/1 (zpipes ls, 16 ms)                            1/1 (zpipes ls, 14 ms)
 #   the pipe in LIST after cat -w                            0 chunks, 0 B, 0 writers blocked                  4992 chunks, 599040 B, 0 writers blocked
 #   lines read back then (cat -r -n 8192, 5 s timeout)       0 (exit 124)                                      4992, in order (exit 124)
-#   cat -w, cat -r -n 8192 reading: finished in 10 s?        no: timed out, ignored SIGTERM, SIGKILLed at 12.01 s  yes, in 0.13 s
+#   cat -w, cat -r -n 8192 reading: finished in 10 s?        no: timed out, ignored SIGTERM, SIGKILLed at 12.01 s  yes, in 0.02 s
 #   lines cat -r got (10 s timeout)                          0 (exit 124)                                      8192, in order (exit 0)
-#   broker peak RSS (VmHWM)                                  15.5 MiB                                          15.5 MiB
-#   broker stop on SIGTERM                                   exit 0 in 56 ms                                   exit 0 in 57 ms
-#   log lines written                                        3 (275 bytes)                                     3 (290 bytes)
+#   broker peak RSS (VmHWM)                                  16.7 MiB                                          15.3 MiB
+#   broker stop on SIGTERM                                   exit 0 in 56 ms                                   exit 0 in 60 ms
+#   log lines written                                        3 (274 bytes)                                     3 (289 bytes)
 #   log, BEFORE (count, first line of each message):
-#          1  level=INFO msg=listening endpoint=ipc://@attack-attack.yQD4uC-1136725536
+#          1  level=INFO msg=listening endpoint=ipc://@attack-attack.2lLQW2-812428657
 #          1  level=INFO msg=stopping
 #          1  level=INFO msg="shutting down" discarded_chunks=0 discarded_bytes=0 pipes_with_chunks=0
 #   log, AFTER (count, first line of each message):
-#          1  level=INFO msg=listening endpoint=ipc://@attack-attack.yQD4uC-1136725536 max_conns=4096
+#          1  level=INFO msg=listening endpoint=ipc://@attack-attack.2lLQW2-812428657 max_conns=4096
 #          1  level=INFO msg=stopping
 #          1  level=INFO msg="shutting down" discarded_chunks=0 discarded_bytes=0 pipes_with_chunks=0
+#
 source "$(dirname "$0")/lib.sh"
 ZP_PREFIX=${ZP_PREFIX:-attack}
 # The zpipes of each side is built below, so zp_init builds none.
