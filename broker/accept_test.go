@@ -150,7 +150,19 @@ func TestAcceptBackoffDoublesUpToASecond(t *testing.T) {
 // summarised, and serves again once descriptors are free.
 func TestAcceptFailuresAreSummarisedAndServingResumes(t *testing.T) {
 	var logs logBuffer
-	s := startServer(t, onceAnHour(&logs))
+	gate := make(chan struct{})
+	s := startServer(t, onceAnHour(&logs), func(c *Config) {
+		// The accept loop waits until the connections below are queued
+		// and no descriptor is left, so they cannot be accepted early.
+		first := true
+		c.beforeAccept = func() {
+			if first {
+				first = false
+				return // the loop's first accept happens before the test
+			}
+			<-gate
+		}
+	})
 	// Connections the kernel has queued for the broker to accept.
 	var pending []net.Conn
 	for range 3 {
@@ -165,6 +177,7 @@ func TestAcceptFailuresAreSummarisedAndServingResumes(t *testing.T) {
 	defer restore()
 	// No descriptor can be allocated at all: accept fails with EMFILE.
 	mustOK(t, unix.Setrlimit(unix.RLIMIT_NOFILE, &unix.Rlimit{Cur: 0, Max: lim.Max}))
+	close(gate)
 	settle(t, 20*time.Second, "accept failures", func() (bool, string) {
 		s.acceptFailed.mu.Lock()
 		defer s.acceptFailed.mu.Unlock()

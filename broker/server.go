@@ -63,6 +63,9 @@ type Config struct {
 	// testStore, if set, is the store.
 	storeSlack int64
 	testStore  store
+	// beforeAccept, if set, runs before each accept: tests hold the
+	// accept loop with it.
+	beforeAccept func()
 }
 
 // The default byte limits, when Config leaves them zero.
@@ -326,6 +329,9 @@ func (s *Server) acceptLoop() {
 	defer s.wg.Done()
 	var backoff time.Duration
 	for {
+		if s.cfg.beforeAccept != nil {
+			s.cfg.beforeAccept()
+		}
 		nc, err := s.ln.AcceptUnix()
 		if errors.Is(err, net.ErrClosed) {
 			return
