@@ -187,7 +187,7 @@ type conn struct {
 	tasks   []*task               // requests not yet answered, in order
 	waiting *pipe                 // the pipe the head request waits on, if any
 	writes  map[*pipe]struct{}    // pipes it has written to and not closed
-	held    map[*pipe]*fifo[item] // chunks it TOOK and has not ACKed, by pipe
+	held    map[*pipe]*heldItems  // chunks it TOOK and has not ACKed, by pipe
 	holds   map[*pipe]int         // its HOLDs: opens that end with it
 	took    map[string]taken      // what its READs and MREADs took, by pipe, which it may UNREAD
 	gone    bool
@@ -356,5 +356,49 @@ func (s *Server) delivered(c *conn, batch []reply) {
 	}
 	if len(out) > 0 {
 		s.send(event{conn: c, delivered: out})
+	}
+}
+
+// heldItems is what a connection took from a pipe with TAKE and has not
+// acknowledged: the replies' items, in order, kept as the slices they were
+// taken in (no copy per chunk).
+type heldItems struct {
+	blocks [][]item
+	off    int // items of blocks[0] already gone
+	n      int
+}
+
+func (h *heldItems) add(items []item) {
+	h.blocks = append(h.blocks, items)
+	h.n += len(items)
+}
+
+func (h *heldItems) len() int { return h.n }
+
+// take removes and returns the oldest n items.
+func (h *heldItems) take(n int) []item {
+	out := make([]item, 0, n)
+	for len(out) < n {
+		b := h.blocks[0][h.off:]
+		k := min(len(b), n-len(out))
+		out = append(out, b[:k]...)
+		if h.off += k; h.off == len(h.blocks[0]) {
+			h.blocks[0] = nil
+			h.blocks, h.off = h.blocks[1:], 0
+		}
+	}
+	h.n -= n
+	return out
+}
+
+// each calls fn for every item, oldest first.
+func (h *heldItems) each(fn func(item)) {
+	for i, b := range h.blocks {
+		if i == 0 {
+			b = b[h.off:]
+		}
+		for _, it := range b {
+			fn(it)
+		}
 	}
 }

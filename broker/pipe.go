@@ -186,21 +186,44 @@ func (p *pipe) tick() uint64 {
 // enqueue adds a writer's chunks (at least one) at the end of its queue,
 // and returns the queue.
 func (p *pipe) enqueue(writer uint64, items []item) *writerQueue {
-	q := p.writers[writer]
-	if q == nil {
-		q = &writerQueue{writer: writer, qid: items[0].id, started: p.tick()}
-		p.writers[writer] = q
-		p.queues++
-	}
+	q := p.queueOf(writer, items[0].id)
 	for _, it := range items {
 		q.push(it)
 	}
 	p.chunks += len(items)
 	p.bytes += itemsCost(items)
+	p.place(q)
+	return q
+}
+
+// enqueueChunks is enqueue for chunks whose ids run from firstID, without
+// making the items first.
+func (p *pipe) enqueueChunks(writer uint64, chunks [][]byte, firstID uint64) *writerQueue {
+	q := p.queueOf(writer, firstID)
+	for i, c := range chunks {
+		q.push(item{data: c, id: firstID + uint64(i)})
+		p.bytes += chunkCost(c)
+	}
+	p.chunks += len(chunks)
+	p.place(q)
+	return q
+}
+
+// queueOf returns the writer's queue, making one named by firstID.
+func (p *pipe) queueOf(writer, firstID uint64) *writerQueue {
+	q := p.writers[writer]
+	if q == nil {
+		q = &writerQueue{writer: writer, qid: firstID, started: p.tick()}
+		p.writers[writer] = q
+		p.queues++
+	}
+	return q
+}
+
+func (p *pipe) place(q *writerQueue) {
 	if !q.placed {
 		p.admit(q)
 	}
-	return q
 }
 
 // admit puts a writer that has chunks in the ring, or in later if a writer

@@ -148,10 +148,7 @@ func (co *core) ackNow(c *conn, req *Request) reply {
 		}
 		return co.fail(c, req, fmt.Errorf("%w: ACK %d, but %d chunks are held", ErrBadRequest, req.Max, held))
 	}
-	acked := make([]item, req.Max)
-	for i := range acked {
-		acked[i] = h.pop()
-	}
+	acked := h.take(req.Max)
 	if h.len() == 0 {
 		delete(c.held, p)
 	}
@@ -170,10 +167,7 @@ func (co *core) giveBackHeld(c *conn, p *pipe) {
 		return
 	}
 	delete(c.held, p)
-	back := make([]item, 0, h.len())
-	for h.len() > 0 {
-		back = append(back, h.pop())
-	}
+	back := h.take(h.len())
 	p.release(back)
 	co.store.returned(p.name, back, false)
 	co.recorded()
@@ -199,12 +193,19 @@ func (co *core) write(c *conn, p *pipe, req *Request) (reply, bool) {
 	if len(p.blocked) > 0 {
 		p.blocked = p.blocked[1:] // it was c's turn
 	}
-	items := co.newItems(compact(req))
+	chunks, firstID := compact(req), co.nextID
+	co.nextID += uint64(len(chunks))
 	before := p.cost()
-	q := p.enqueue(c.id, items)
+	q := p.enqueueChunks(c.id, chunks, firstID)
 	co.recount(p, before)
-	co.store.wrote(p.name, q.qid, items)
-	co.recorded()
+	if co.persist {
+		items := make([]item, len(chunks))
+		for i, ch := range chunks {
+			items[i] = item{data: ch, id: firstID + uint64(i)}
+		}
+		co.store.wrote(p.name, q.qid, items)
+		co.recorded()
+	}
 	if c.writes == nil {
 		c.writes = make(map[*pipe]struct{})
 	}
@@ -246,16 +247,14 @@ func (co *core) read(c *conn, p *pipe, req *Request) (reply, bool) {
 	}
 	if req.Cmd == CmdTake {
 		if c.held == nil {
-			c.held = make(map[*pipe]*fifo[item])
+			c.held = make(map[*pipe]*heldItems)
 		}
 		h := c.held[p]
 		if h == nil {
-			h = &fifo[item]{}
+			h = &heldItems{}
 			c.held[p] = h
 		}
-		for _, it := range items {
-			h.push(it)
-		}
+		h.add(items)
 		p.hold(items)
 		return reply{frames: frames}, true
 	}
