@@ -184,12 +184,12 @@ type conn struct {
 	out *outbox
 
 	// Owned by the core.
-	tasks   []*task               // requests not yet answered, in order
-	waiting *pipe                 // the pipe the head request waits on, if any
-	writes  map[*pipe]struct{}    // pipes it has written to and not closed
-	held    map[*pipe]*heldItems  // chunks it TOOK and has not ACKed, by pipe
-	holds   map[*pipe]int         // its HOLDs: opens that end with it
-	took    map[string]taken      // what its READs and MREADs took, by pipe, which it may UNREAD
+	tasks   []*task              // requests not yet answered, in order
+	waiting *pipe                // the pipe the head request waits on, if any
+	writes  map[*pipe]struct{}   // pipes it has written to and not closed
+	held    map[*pipe]*heldItems // chunks it TOOK and has not ACKed, by pipe
+	holds   map[*pipe]int        // its HOLDs: opens that end with it
+	took    map[string]taken     // what its READs and MREADs took, by pipe, which it may UNREAD
 	gone    bool
 }
 
