@@ -390,7 +390,6 @@ func (w *wire) close() error { return w.nc.Close() }
 // frame is written with MORE set; bytes clears it on the last one.
 type batchEncoder struct {
 	buf    []byte
-	head   int // bytes of the command and pipe frames
 	last   int // offset of the last frame's flags byte
 	chunks int // chunk frames
 	size   int // chunk bytes
@@ -401,7 +400,6 @@ func (e *batchEncoder) reset(cmd, pipe string) {
 	e.buf, e.chunks, e.size = e.buf[:0], 0, 0
 	e.frame([]byte(cmd))
 	e.frame([]byte(pipe))
-	e.head = len(e.buf)
 }
 
 // add appends one chunk frame.
