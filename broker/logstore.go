@@ -275,21 +275,52 @@ func (ls *logStore) checkpoint(co *core) {
 			}
 			var items []item
 			s.q.each(func(it item) { items = append(items, it) })
-			ls.wrote(name, s.q.qid, items)
+			for _, part := range recordParts(items) {
+				ls.wrote(name, s.q.qid, part) // replay appends them in order
+			}
 		}
 		var returned []item
 		p.returned.each(func(it item) { returned = append(returned, it) })
 		if len(returned) > 0 {
-			ls.returned(name, returned, true)
+			ls.returnedParts(name, returned)
 		}
 		// Taken and not consumed: back at the head if the broker dies.
 		if h := held[p]; len(h) > 0 {
 			slices.SortFunc(h, func(a, b item) int { return cmp.Compare(a.id, b.id) })
-			ls.returned(name, h, true)
+			ls.returnedParts(name, h)
 		}
 	}
 	ls.begin(recEnd)
 	ls.end()
+}
+
+// checkpointRecordBytes bounds one record of a checkpoint, well under what
+// the log takes in one record: a queue of a gigabyte is written in parts.
+// (A variable, for tests.)
+var checkpointRecordBytes = 8 << 20
+
+// recordParts splits items into runs of at most checkpointRecordBytes.
+func recordParts(items []item) [][]item {
+	var parts [][]item
+	for start := 0; start < len(items); {
+		end, size := start, 0
+		for end < len(items) && (end == start || size+len(items[end].data) <= checkpointRecordBytes) {
+			size += len(items[end].data)
+			end++
+		}
+		parts = append(parts, items[start:end])
+		start = end
+	}
+	return parts
+}
+
+// returnedParts records chunks back at the head in parts, last part first:
+// each goes to the head, so the first part ends up first.
+func (ls *logStore) returnedParts(pipe string, items []item) {
+	parts := recordParts(items)
+	for i := len(parts) - 1; i >= 0; i-- {
+		ls.returned(pipe, parts[i], true)
+	}
 }
 
 func (ls *logStore) close() error { return ls.log.Close() }

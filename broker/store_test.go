@@ -232,3 +232,43 @@ func TestWritesFailWhenTheStoreFails(t *testing.T) {
 		}
 	}
 }
+
+// A checkpoint writes a queue of any size: in parts, since one record of
+// the log is bounded, and the parts come back in order.
+func TestStoreCompactsAQueueLargerThanARecord(t *testing.T) {
+	defer func(n int) { checkpointRecordBytes = n }(checkpointRecordBytes)
+	checkpointRecordBytes = 16 << 10
+	dir := t.TempDir()
+	r := startStored(t, dir, func(c *Config) { c.storeSlack = 64 << 10 })
+	ctx := testCtx(t)
+	c := r.dial()
+	mustOK(t, c.Open(ctx, "p"))
+	mustOK(t, c.Write(ctx, "p", []byte("head")))
+	got, err := readBatch(ctx, c, "p", 1)
+	mustOK(t, err)
+	mustOK(t, c.Unread(ctx, "p", got...)) // a given-back chunk, written in a part of its own
+	const n = 100                          // 100 KB in one queue: several parts
+	chunk := make([]byte, 1000)
+	for i := range n {
+		copy(chunk, fmt.Sprintf("%08d", i))
+		mustOK(t, c.Write(ctx, "p", chunk))
+	}
+	// Churn through another pipe until the log is compacted.
+	mustOK(t, c.Open(ctx, "churn"))
+	for range 400 {
+		mustOK(t, c.Write(ctx, "churn", chunk))
+		_, err := readBatch(ctx, c, "churn", 1)
+		mustOK(t, err)
+	}
+	r.restart()
+	c = r.dial()
+	all := readAll(t, c, "p", n+1)
+	if all[0] != "head" {
+		t.Fatalf("after compactions and a restart, the head is %q", all[0])
+	}
+	for i, g := range all[1:] {
+		if g[:8] != fmt.Sprintf("%08d", i) {
+			t.Fatalf("after compactions and a restart, chunk %d is %q", i, g[:8])
+		}
+	}
+}
