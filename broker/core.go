@@ -60,6 +60,10 @@ func (co *core) loop() {
 		case ev := <-co.s.events:
 			co.handle(ev)
 			co.watchMemory()
+		case <-co.s.mailWake:
+			for _, ev := range co.s.takeMail() {
+				co.handle(ev)
+			}
 		case <-co.release:
 			co.release = nil
 			co.peak = co.total

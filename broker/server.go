@@ -160,6 +160,12 @@ type Server struct {
 	mu      sync.Mutex
 	sockets map[net.Conn]struct{} // every open connection, to force at Close
 
+	// The store's events (commits done, compactions done), which must
+	// never wait for the core: see notify.
+	mailMu   sync.Mutex
+	mail     []event
+	mailWake chan struct{}
+
 	// What peers can make happen at any rate is logged summarised.
 	handshakeFailed *limitedLog
 	refusedUser     *limitedLog
@@ -207,14 +213,15 @@ func Listen(cfg Config) (*Server, error) {
 		return nil, err
 	}
 	s := &Server{
-		cfg:     cfg,
-		log:     cfg.Logger,
-		ln:      ln,
-		allow:   append([]int{os.Getuid()}, cfg.AllowUIDs...),
-		events:  make(chan event, 256),
-		quit:    make(chan struct{}),
-		done:    make(chan struct{}),
-		sockets: make(map[net.Conn]struct{}),
+		cfg:      cfg,
+		log:      cfg.Logger,
+		ln:       ln,
+		allow:    append([]int{os.Getuid()}, cfg.AllowUIDs...),
+		events:   make(chan event, 256),
+		quit:     make(chan struct{}),
+		done:     make(chan struct{}),
+		sockets:  make(map[net.Conn]struct{}),
+		mailWake: make(chan struct{}, 1),
 	}
 	every := cfg.logEvery
 	s.handshakeFailed = newLimitedLog(s.log, slog.LevelInfo, "handshake failed", every)
@@ -299,11 +306,22 @@ func (s *Server) untrack(c net.Conn) {
 // notify hands an event to the core from a goroutine that must never wait
 // on it (the store's): once the broker is stopping, the event is dropped.
 func (s *Server) notify(ev event) {
-	select {
-	case s.events <- ev:
-	case <-s.quit:
-	case <-s.done:
-	}
+	// Never a channel send: the core may itself be waiting on the store
+	// (a full log buffer, or a commit called back on the core's own
+	// goroutine), so the event goes into a mailbox the core empties.
+	s.mailMu.Lock()
+	s.mail = append(s.mail, ev)
+	s.mailMu.Unlock()
+	signal(s.mailWake)
+}
+
+// takeMail empties the store's mailbox, for the core.
+func (s *Server) takeMail() []event {
+	s.mailMu.Lock()
+	defer s.mailMu.Unlock()
+	m := s.mail
+	s.mail = nil
+	return m
 }
 
 // send hands an event to the core; false once the core is gone.

@@ -6,6 +6,7 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"sync"
 	"testing"
 )
 
@@ -247,7 +248,7 @@ func TestStoreCompactsAQueueLargerThanARecord(t *testing.T) {
 	got, err := readBatch(ctx, c, "p", 1)
 	mustOK(t, err)
 	mustOK(t, c.Unread(ctx, "p", got...)) // a given-back chunk, written in a part of its own
-	const n = 100                          // 100 KB in one queue: several parts
+	const n = 100                         // 100 KB in one queue: several parts
 	chunk := make([]byte, 1000)
 	for i := range n {
 		copy(chunk, fmt.Sprintf("%08d", i))
@@ -271,4 +272,44 @@ func TestStoreCompactsAQueueLargerThanARecord(t *testing.T) {
 			t.Fatalf("after compactions and a restart, chunk %d is %q", i, g[:8])
 		}
 	}
+}
+
+// syncFailingStore fails every commit at once, on the core's own goroutine,
+// as a log that has failed does.
+type syncFailingStore struct{ memStore }
+
+func (syncFailingStore) durable() bool           { return true }
+func (syncFailingStore) commit(done func(error)) { done(errors.New("record too large")) }
+
+// A store that calls back on the core's goroutine, while connections keep
+// the core's event queue full, does not freeze the broker: every write gets
+// its ERROR.
+func TestStoreCallingBackAtOnceDoesNotFreezeTheBroker(t *testing.T) {
+	s := startServer(t, func(c *Config) { c.testStore = syncFailingStore{} })
+	ctx := testCtx(t)
+	var wg sync.WaitGroup
+	for w := range 8 {
+		c := dialT(t, s)
+		mustOK(t, c.Hold(ctx, fmt.Sprint("p", w)))
+		wg.Go(func() {
+			pipe := []byte(fmt.Sprint("p", w))
+			calls := make([]*call, 300)
+			for i := range calls {
+				calls[i] = c.async(CmdWrite, pipe, []byte("x"))
+			}
+			for _, k := range calls {
+				select {
+				case <-k.done:
+				case <-ctx.Done():
+					t.Error("a write never answered: the broker froze")
+					return
+				}
+				if !errors.Is(k.err, ErrStore) {
+					t.Errorf("write on a failed store: %v", k.err)
+					return
+				}
+			}
+		})
+	}
+	wg.Wait()
 }
