@@ -82,6 +82,16 @@
 #     10816 max 35392 (0.72% of 10877568; at most 0.031 s of writing);
 #     duplicates, holes: 0. As said above, a SIGKILL loses only what the
 #     broker still held, not the 1 s window a power loss could.
+#
+#   After the fix (the store's callbacks go into a mailbox the core empties;
+#   checkpoint records at most 8 MiB), RUNS=10 SYNC_RUNS=10, 110 s:
+#     fsync: drained 10 of 10; acknowledged lost 0 of 13276992; duplicates,
+#       holes, leftovers 0; stored beyond N median 1024; recovery median
+#       1.82 s (max 4.79); one torn tail dropped
+#     --sync-every 1s: drained 10 of 10 (no freeze); acknowledged lost
+#       57536 of 17139200 (0.34%, at most 0.005 s of writing); duplicates,
+#       holes 0; recovery median 1.26 s (max 7.52)
+#     The store that froze before drained 5841216 of 5841216, 2 of 2 times.
 source "$(dirname "$0")/lib.sh"
 zp_init
 
