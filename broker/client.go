@@ -14,7 +14,6 @@ import (
 	"time"
 
 	"github.com/go-zeromq/zmq4"
-	"golang.org/x/sys/unix"
 )
 
 // DefaultTimeout is how long a client waits without any sign of life from
@@ -388,8 +387,8 @@ func handshakeError(nc *net.UnixConn, endpoint string, timeout time.Duration, er
 	if errors.Is(err, os.ErrDeadlineExceeded) {
 		return &troubleError{kind: ErrNoAnswer, msg: fmt.Sprintf("the broker at %s did not answer within %v (is it stopped?)", endpoint, timeout)}
 	}
-	if uid, ok := peerUID(nc); ok && uid != os.Getuid() {
-		return &troubleError{kind: ErrRefused, msg: fmt.Sprintf("the broker at %s belongs to uid %d and does not accept us: set ZPIPES_ENDPOINT (or -e) to a broker of your own", endpoint, uid)}
+	if cred, err := peerCred(nc); err == nil && int(cred.Uid) != os.Getuid() {
+		return &troubleError{kind: ErrRefused, msg: fmt.Sprintf("the broker at %s belongs to uid %d and does not accept us: set ZPIPES_ENDPOINT (or -e) to a broker of your own", endpoint, cred.Uid)}
 	}
 	return &troubleError{kind: ErrRefused, msg: fmt.Sprintf("the broker at %s closed the connection during the handshake (is it at its connection limit?)", endpoint)}
 }
@@ -403,19 +402,3 @@ type troubleError struct {
 
 func (e *troubleError) Error() string { return e.msg }
 func (e *troubleError) Unwrap() error { return e.kind }
-
-// peerUID is the uid of the process at the other end of a Unix socket.
-func peerUID(nc *net.UnixConn) (int, bool) {
-	raw, err := nc.SyscallConn()
-	if err != nil {
-		return 0, false
-	}
-	var cred *unix.Ucred
-	var cerr error
-	if err := raw.Control(func(fd uintptr) {
-		cred, cerr = unix.GetsockoptUcred(int(fd), unix.SOL_SOCKET, unix.SO_PEERCRED)
-	}); err != nil || cerr != nil {
-		return 0, false
-	}
-	return int(cred.Uid), true
-}

@@ -166,3 +166,21 @@ func dial(ctx context.Context, endpoint string) (*net.UnixConn, error) {
 	}
 	return c.(*net.UnixConn), nil
 }
+
+// peerCred is the process at the other end of a Unix socket, as the kernel
+// saw it connect (SO_PEERCRED): the broker checks its clients' uid with it,
+// and a client learns whose broker refused it.
+func peerCred(nc *net.UnixConn) (*unix.Ucred, error) {
+	raw, err := nc.SyscallConn()
+	if err != nil {
+		return nil, err
+	}
+	var cred *unix.Ucred
+	var cerr error
+	if err := raw.Control(func(fd uintptr) {
+		cred, cerr = unix.GetsockoptUcred(int(fd), unix.SOL_SOCKET, unix.SO_PEERCRED)
+	}); err != nil {
+		return nil, err
+	}
+	return cred, cerr
+}

@@ -386,16 +386,9 @@ func (s *Server) acceptLoop() {
 // permitted checks the peer's uid. An abstract socket has no file mode, so
 // this is the only thing that keeps other users out.
 func (s *Server) permitted(nc *net.UnixConn) bool {
-	raw, err := nc.SyscallConn()
+	cred, err := peerCred(nc)
 	if err != nil {
-		return false
-	}
-	var cred *unix.Ucred
-	var cerr error
-	if err := raw.Control(func(fd uintptr) {
-		cred, cerr = unix.GetsockoptUcred(int(fd), unix.SOL_SOCKET, unix.SO_PEERCRED)
-	}); err != nil || cerr != nil {
-		s.log.Warn("refused connection: cannot read peer credentials", "err", errors.Join(err, cerr))
+		s.log.Warn("refused connection: cannot read peer credentials", "err", err)
 		return false
 	}
 	if slices.Contains(s.allow, int(cred.Uid)) {
