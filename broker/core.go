@@ -25,15 +25,15 @@ type core struct {
 	peak    int              // most bytes queued since memory was last released
 	release <-chan time.Time // fires to release memory after a big drain
 
-	// The store, and the replies that wait for it (see store.go). Every
-	// change recorded bumps gen; a reply made after a change waits in
-	// deferred until a commit covering that gen is done, and replies leave
-	// in the order made, so a connection's replies stay in order.
+	// The store, and the replies that wait for it (see store.go). The
+	// changes of an event are committed at its end (commit gen); a reply
+	// made after a change waits in deferred until that commit is done,
+	// and replies leave in the order made, so a connection's replies stay
+	// in order.
 	store    store
 	persist  bool   // the store keeps something: changes are committed
 	nextID   uint64 // the id of the next chunk queued
-	gen      uint64 // changes recorded so far
-	dirty    bool   // changes recorded since the last commit was asked for
+	gen      uint64 // commits asked for so far
 	deferred []deferredReply
 	storeErr error                   // the store failed: nothing more is acknowledged
 	inflight map[uint64]inflightItem // read replies' chunks not yet written, with a durable store
@@ -123,8 +123,8 @@ func (co *core) handle(ev event) {
 	case ev.books != nil:
 		ev.books <- [2]int{co.total, co.fixed}
 	}
-	if co.dirty {
-		co.dirty = false
+	if co.persist && co.store.pending() {
+		co.gen++
 		gen := co.gen
 		co.store.commit(func(err error) {
 			co.s.notify(event{committed: &commitDone{gen: gen, err: err}})
@@ -202,8 +202,12 @@ func (co *core) reply(c *conn, t *task, r reply) {
 	r.envelope = t.req.Envelope
 	r.cost = t.cost
 	r.credit = true
-	if co.store.durable() && (co.dirty || len(co.deferred) > 0) {
-		co.deferred = append(co.deferred, deferredReply{c: c, t: t, r: r, gen: co.gen})
+	if co.store.durable() && (co.store.pending() || len(co.deferred) > 0) {
+		gen := co.gen // only keeping its place behind replies that wait
+		if co.store.pending() {
+			gen++ // waits for the commit at the end of this event
+		}
+		co.deferred = append(co.deferred, deferredReply{c: c, t: t, r: r, gen: gen})
 		return
 	}
 	co.send(c, r)
@@ -323,7 +327,7 @@ func (co *core) shutdown() {
 		co.storeFailed(err)
 	}
 	co.committed(co.gen, nil)
-	co.store, co.dirty, co.persist = memStore{}, false, false // closed: what follows goes straight out
+	co.store, co.persist = memStore{}, false // closed: what follows goes straight out
 	chunks, bytes, pipes := 0, 0, 0
 	for _, p := range co.pipes {
 		if p.chunks+p.held > 0 {

@@ -155,11 +155,15 @@ func (ls *logStore) returned(pipe string, items []item, fresh bool) {
 
 func (ls *logStore) durable() bool { return !ls.relaxed }
 
+func (ls *logStore) pending() bool { return len(ls.recs) > 0 }
+
 // commit appends the event's records and asks for them to be made durable.
 // In relaxed mode the replies have already gone; the fsync comes with the
 // log's next periodic sync.
 func (ls *logStore) commit(done func(error)) {
 	if ls.err != nil {
+		clear(ls.recs) // a failed log takes nothing more
+		ls.recs = ls.recs[:0]
 		done(ls.err)
 		return
 	}

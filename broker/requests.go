@@ -19,7 +19,6 @@ func (co *core) delivered(p *pipe, items []item) {
 		delete(co.inflight, it.id)
 	}
 	co.store.consumed(items)
-	co.recorded()
 	p.inflight -= itemsCost(items)
 	co.freed(p, items)
 }
@@ -35,7 +34,6 @@ func (co *core) undelivered(p *pipe, items []item) {
 		p = co.pipe(p.name) // it went away meanwhile
 	}
 	co.store.returned(p.name, items, false)
-	co.recorded()
 	co.returnChunks(p, items)
 }
 
@@ -75,7 +73,6 @@ func (co *core) exec(c *conn, t *task) (reply, bool) {
 			p.holds++
 		} else {
 			co.store.opened(p.name, 1)
-			co.recorded()
 		}
 		return okReply, true
 	case CmdCancel:
@@ -118,7 +115,6 @@ func (co *core) exec(c *conn, t *task) (reply, bool) {
 			p.holds--
 		} else {
 			co.store.opened(p.name, -1)
-			co.recorded()
 		}
 		co.finish(c, p)
 		co.removeIfUnused(p)
@@ -154,7 +150,6 @@ func (co *core) ackNow(c *conn, req *Request) reply {
 	}
 	p.release(acked)
 	co.store.consumed(acked)
-	co.recorded()
 	co.freed(p, acked)
 	return okReply
 }
@@ -170,7 +165,6 @@ func (co *core) giveBackHeld(c *conn, p *pipe) {
 	back := h.take(h.len())
 	p.release(back)
 	co.store.returned(p.name, back, false)
-	co.recorded()
 	co.returnChunks(p, back)
 }
 
@@ -204,7 +198,6 @@ func (co *core) write(c *conn, p *pipe, req *Request) (reply, bool) {
 			items[i] = item{data: ch, id: firstID + uint64(i)}
 		}
 		co.store.wrote(p.name, q.qid, items)
-		co.recorded()
 	}
 	if c.writes == nil {
 		c.writes = make(map[*pipe]struct{})
@@ -323,7 +316,6 @@ func (co *core) finishWriter(p *pipe, writer uint64) {
 	defer co.recount(p, before)
 	if q := p.finish(writer); q != nil {
 		co.store.finished(p.name, q.qid)
-		co.recorded()
 	}
 }
 
@@ -349,7 +341,6 @@ func (co *core) unread(name string, items []item) {
 	p := co.pipe(name)
 	co.total += itemsCost(items)
 	co.store.returned(name, items, true)
-	co.recorded()
 	co.returnChunks(p, items)
 }
 

@@ -30,6 +30,8 @@ type store interface {
 	consumed(items []item)
 	returned(pipe string, items []item, fresh bool)
 
+	// pending reports whether changes were told since the last commit.
+	pending() bool
 	// durable reports whether replies must wait for commit: then a reply
 	// to a change leaves only once the change is on disk.
 	durable() bool
@@ -50,6 +52,7 @@ func (memStore) wrote(string, uint64, []item)  {}
 func (memStore) finished(string, uint64)       {}
 func (memStore) consumed([]item)               {}
 func (memStore) returned(string, []item, bool) {}
+func (memStore) pending() bool                 { return false }
 func (memStore) durable() bool                 { return false }
 func (memStore) commit(done func(error))       { done(nil) }
 func (memStore) compact(*core) error           { return nil }
@@ -75,15 +78,6 @@ type deferredReply struct {
 type commitDone struct {
 	gen uint64
 	err error
-}
-
-// recorded notes that the store was told of a change, to be committed at
-// the end of the event.
-func (co *core) recorded() {
-	if co.persist {
-		co.gen++
-		co.dirty = true
-	}
 }
 
 // committed sends the replies that waited for changes up to gen.

@@ -214,16 +214,31 @@ func TestSecondBrokerOnAStoreIsRefused(t *testing.T) {
 	t.Logf("refused: %v", err)
 }
 
-// failingStore fails every commit, as a full disk would.
-type failingStore struct{ memStore }
+// failingStore fails every commit, as a full disk would: from another
+// goroutine, or (sync) on the core's own, as a log that has failed does.
+type failingStore struct {
+	memStore
+	sync    bool
+	changes int
+}
 
-func (failingStore) durable() bool           { return true }
-func (failingStore) commit(done func(error)) { go done(errors.New("no space left on device")) }
+func (f *failingStore) wrote(string, uint64, []item) { f.changes++ }
+func (f *failingStore) pending() bool                { return f.changes > 0 }
+func (f *failingStore) durable() bool                { return true }
+func (f *failingStore) commit(done func(error)) {
+	f.changes = 0
+	err := errors.New("no space left on device")
+	if f.sync {
+		done(err)
+		return
+	}
+	go done(err)
+}
 
 // Nothing is acknowledged that was not stored: when the store fails, the
 // write waiting for it gets an ERROR, and so does every later write.
 func TestWritesFailWhenTheStoreFails(t *testing.T) {
-	s := startServer(t, func(c *Config) { c.testStore = failingStore{} })
+	s := startServer(t, func(c *Config) { c.testStore = &failingStore{} })
 	c := dialT(t, s)
 	ctx := testCtx(t)
 	mustOK(t, c.Hold(ctx, "p"))
@@ -274,18 +289,11 @@ func TestStoreCompactsAQueueLargerThanARecord(t *testing.T) {
 	}
 }
 
-// syncFailingStore fails every commit at once, on the core's own goroutine,
-// as a log that has failed does.
-type syncFailingStore struct{ memStore }
-
-func (syncFailingStore) durable() bool           { return true }
-func (syncFailingStore) commit(done func(error)) { done(errors.New("record too large")) }
-
 // A store that calls back on the core's goroutine, while connections keep
 // the core's event queue full, does not freeze the broker: every write gets
 // its ERROR.
 func TestStoreCallingBackAtOnceDoesNotFreezeTheBroker(t *testing.T) {
-	s := startServer(t, func(c *Config) { c.testStore = syncFailingStore{} })
+	s := startServer(t, func(c *Config) { c.testStore = &failingStore{sync: true} })
 	ctx := testCtx(t)
 	var wg sync.WaitGroup
 	for w := range 8 {
