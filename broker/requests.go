@@ -254,12 +254,11 @@ func (co *core) read(c *conn, p *pipe, req *Request) (reply, bool) {
 	// They count against the limits, and a store records them as consumed,
 	// once written to the connection (delivered); if they never are, they
 	// come back (undelivered).
-	p.inflight += itemsCost(items)
+	cost := itemsCost(items)
+	p.inflight += cost
 	took := c.took[p.name]
 	took.chunks += len(items)
-	for _, it := range items {
-		took.bytes += len(it.data)
-	}
+	took.bytes += cost - chunkOverhead*len(items)
 	if c.took == nil {
 		c.took = make(map[string]taken)
 	}
