@@ -4,13 +4,16 @@
 //	zmq4 REQ/REP   a 64-byte request and a 2-byte reply between two pure-Go
 //	               zmq4 sockets, the REP in a child process as the broker
 //	               is (the baseline), and both in this process
+//	raw unix       64 bytes to a child process over a plain unix socket and
+//	               back (the floor: see unixrtt.go)
 //	WRITE->OK      one client writes a 64-byte chunk and waits for the OK
 //	WRITE->READ    one client writes a chunk while another's READ waits on
 //	               the pipe: time from the write call to the chunk's arrival
 //
 // Every probe runs sequentially (one message in flight); the probes take
 // turns in blocks so that machine noise hits them alike. It prints p50, p99
-// and mean in microseconds, and the ratios to the baseline, on stdout.
+// and mean in microseconds, and the ratios to the baseline, on stdout,
+// then WRITE->OK's and WRITE->READ's p50 over the raw unix round trip's.
 // The baseline's REP runs in another process because the broker does: a
 // round trip between processes costs a wake-up of the other side that one
 // within a process does not, and on a small VM that dominates. The second
@@ -47,7 +50,15 @@ func main() {
 	size := flag.Int("size", 64, "bytes per message")
 	blocks := flag.Int("blocks", 10, "blocks the probes take turns in")
 	repEP := flag.String("rep", "", "internal: serve the zmq4 REP baseline on this endpoint until stdin closes")
+	echoAddr := flag.String("echo", "", "internal: echo -size byte messages on this unix socket address for one connection")
 	flag.Parse()
+	if *echoAddr != "" {
+		if err := echoChild(*echoAddr, *size); err != nil {
+			fmt.Fprintln(os.Stderr, "latency -echo:", err)
+			os.Exit(1)
+		}
+		return
+	}
 	if *repEP != "" {
 		if err := repChild(*repEP); err != nil {
 			fmt.Fprintln(os.Stderr, "latency -rep:", err)
@@ -86,7 +97,7 @@ func run(ep string, n, warmup, size, blocks int) error {
 	}()
 	e := env{ep: ep, suffix: randomHex(), msg: bytes.Repeat([]byte("x"), size)}
 	for _, setup := range []func(context.Context, env) (*probe, error){
-		reqRepChild, reqRepLocal, writeOK, writeRead,
+		reqRepChild, reqRepLocal, rawUnix, writeOK, writeRead,
 	} {
 		p, err := setup(ctx, e)
 		if err != nil {
@@ -122,11 +133,17 @@ func run(ep string, n, warmup, size, blocks int) error {
 		size, n, warmup, blocks)
 	fmt.Printf("%-42s %8s %8s %8s %8s %9s %9s\n", "probe", "p50 µs", "p99 µs", "mean µs", "max µs", "p50/zmq4", "p99/zmq4")
 	base := summarise(probes[0].samples)
+	p50 := map[string]float64{}
 	for _, p := range probes {
 		s := summarise(p.samples)
+		p50[p.name] = s.p50
 		fmt.Printf("%-42s %8.1f %8.1f %8.1f %8.0f %8.2fx %8.2fx\n",
 			p.name, s.p50, s.p99, s.mean, s.max, s.p50/base.p50, s.p99/base.p99)
 	}
+	floor := p50[rawUnixName]
+	fmt.Printf("zpipes WRITE->OK p50 / raw unix round trip p50:    %6.2fx  (issue 10 target: <= 1.5x)\n",
+		p50[writeOKName]/floor)
+	fmt.Printf("zpipes WRITE->READ p50 / raw unix round trip p50:  %6.2fx\n", p50[writeReadName]/floor)
 	return nil
 }
 
@@ -143,6 +160,13 @@ func summarise(ds []time.Duration) summary {
 	at := func(q float64) float64 { return us(s[min(len(s)-1, int(q*float64(len(s))))]) }
 	return summary{p50: at(0.50), p99: at(0.99), mean: us(sum) / float64(len(s)), max: us(s[len(s)-1])}
 }
+
+// Probe names the closing ratios look up.
+const (
+	rawUnixName   = "raw unix socket round trip (floor)"
+	writeOKName   = "zpipes WRITE->OK"
+	writeReadName = "zpipes WRITE->READ (write to arrival)"
+)
 
 // env is what every probe is set up with.
 type env struct {
@@ -285,7 +309,7 @@ func writeOK(ctx context.Context, e env) (*probe, error) {
 	}
 	written := 0
 	return &probe{
-		name: "zpipes WRITE->OK",
+		name: writeOKName,
 		once: func() (time.Duration, error) {
 			start := time.Now()
 			err := c.Write(ctx, pipe, e.msg)
@@ -352,7 +376,7 @@ func writeRead(ctx context.Context, e env) (*probe, error) {
 		}
 	}()
 	return &probe{
-		name: "zpipes WRITE->READ (write to arrival)",
+		name: writeReadName,
 		once: func() (time.Duration, error) {
 			start := time.Now()
 			if err := w.Write(ctx, pipe, e.msg); err != nil {
