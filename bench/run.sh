@@ -3,17 +3,31 @@
 # in the same invocation, on the same data:
 #
 #   fifo      cat FILE > fifo  |  cat fifo > out        (kernel, no framing)
+#   unixsock  bench/unixsock: a Go unix-socket stream with bufio, each line
+#             length-prefixed, writer process -> reader process (the
+#             physical floor for framed lines in Go; no broker, no library)
 #   pushpull  zmq4 PUSH -> PULL, one message per line   (the library, no broker)
 #   zpipes    zpipes cat -w PIPE  |  zpipes cat -r -n N PIPE, via zpipes serve
 #   store     the same via zpipes serve --store DIR (every OK fsync'd)
 #   store-1s  the same via zpipes serve --store DIR --sync-every 1s
 #             (the ratios store/zpipes compare each with memory mode)
 #
+# The ratios are zpipes over fifo, unixsock and pushpull, and each store over
+# zpipes. Then a per-process cost table (writer, broker, reader) for each
+# zpipes system: CPU seconds per million lines and context switches per MB,
+# medians over the timed rounds, and syscalls per MB from one extra transfer
+# per workload and system that is NOT timed (counting slows processes down):
+# each process under `perf stat -e raw_syscalls:sys_enter`, or under
+# `strace -f -c` where perf cannot count syscalls. That transfer is verified
+# byte for byte like the others.
+#
 # After the throughput tables come two short probes, each against a fresh
 # zpipes serve (a few seconds in all):
 #
 #   bench/latency   one-in-flight round trips: WRITE->OK and WRITE->READ,
-#                   with a zmq4 REQ/REP round trip as the baseline
+#                   with a zmq4 REQ/REP round trip as the baseline and a raw
+#                   64-byte unix-socket round trip between two processes as
+#                   the floor; prints WRITE->OK p50 / raw round trip p50
 #   bench/fairness  a light writer's chunk behind a heavy writer's stream:
 #                   READs between its OK and its delivery (want <= 2)
 #
@@ -38,12 +52,16 @@
 #   BENCH_STORE_DIR=DIR    where the stores go (default: the temp dir; a tmpfs
 #                          makes fsync free, so use a real disk)
 #   BENCH_PROBES=0         skip the latency and fairness probes
+#   BENCH_SYSCALLS=HOW     how to count syscalls: auto (default: perf, else
+#                          strace, else none), perf, strace, or 0 (skip the
+#                          untimed counting transfers)
 #   BENCH_OUT=PATH         also write raw samples + summary rows (TSV) there
 #
 # stdout carries the result tables only; progress goes to stderr.
-# Exit status: 0 if every transfer verified and both probes ran; 1 if any
-# failed or zpipes could not be built (unless BENCH_SKIP_ZPIPES=1). The
-# probes report fairness and latency; they do not judge them.
+# Exit status: 0 if every transfer (timed or counted) verified and both
+# probes ran; 1 if any failed or zpipes could not be built (unless
+# BENCH_SKIP_ZPIPES=1). The probes report fairness and latency, and the
+# syscall counts are reported as found; none of them is judged.
 
 set -euo pipefail
 
@@ -100,6 +118,7 @@ now_us() { us=${EPOCHREALTIME//[!0-9]/}; }
 log "building bench tools"
 go build -o "$tmp/gen" ./bench/gen
 go build -o "$tmp/pushpull" ./bench/pushpull
+go build -o "$tmp/unixsock" ./bench/unixsock
 go build -o "$tmp/report" ./bench/report
 go build -o "$tmp/latency" ./bench/latency
 go build -o "$tmp/fairness" ./bench/fairness
@@ -167,6 +186,19 @@ run_pushpull() { # IN LINES OUT
 	finish_transfer "$rpid" "$wpid"
 }
 
+run_unixsock() { # IN LINES OUT
+	local in=$1 n=$2 out=$3 rpid wpid
+	endpoint us
+	now_us
+	t0=$us
+	# The reader binds, the writer dials (and retries until it is bound).
+	timeout "$limit" "$tmp/unixsock" read "${ep#ipc://}" "$n" >"$out" &
+	rpid=$!
+	timeout "$limit" "$tmp/unixsock" write "${ep#ipc://}" "$in" &
+	wpid=$!
+	finish_transfer "$rpid" "$wpid"
+}
+
 # wait_bound EP PID: zmq4 binds an ipc://@name endpoint as an abstract unix
 # socket, which shows up in /proc/net/unix as @name once it is listening.
 wait_bound() {
@@ -202,7 +234,7 @@ run_store-1s() { # IN LINES OUT
 if [[ -x /usr/bin/time ]]; then
 	timed=(/usr/bin/time -f '%U %S %w %c')
 else
-	timed=(env) # no cost figures
+	timed=() # no cost figures
 	log "no /usr/bin/time: the per-process cost table is left out"
 fi
 broker_cost() { # PID -> "user sys voluntary involuntary" (seconds, counts)
@@ -213,12 +245,69 @@ broker_cost() { # PID -> "user sys voluntary involuntary" (seconds, counts)
 		awk '/^voluntary_ctxt_switches/ { v += $2 } /^nonvoluntary_ctxt_switches/ { n += $2 } END { printf " %d %d\n", v, n }'
 }
 
+# Syscall counting, for the untimed transfers only. count_cmd FILE sets cmd
+# to a prefix that runs a command under the chosen counter, its summary in
+# FILE; syscalls_in FILE prints the count from that summary (nothing if none).
+count_cmd() {
+	case $counter in
+	perf) cmd=(perf stat -e raw_syscalls:sys_enter -x, -o "$1" --) ;;
+	strace) cmd=(strace -f -c -o "$1" --) ;;
+	esac
+}
+syscalls_in() {
+	case $counter in
+	perf) awk -F, '$3 ~ /^raw_syscalls:sys_enter/ && $1 ~ /^[0-9]+$/ { print $1 }' "$1" 2>/dev/null ;;
+	strace) awk '$NF == "total" && $4 ~ /^[0-9]+$/ { print $4 }' "$1" 2>/dev/null ;;
+	esac
+}
+counter=
+case ${BENCH_SYSCALLS:-auto} in
+0 | none) ;;
+auto | perf | strace)
+	for try in perf strace; do
+		[[ ${BENCH_SYSCALLS:-auto} == auto || ${BENCH_SYSCALLS:-auto} == "$try" ]] || continue
+		command -v "$try" >/dev/null || continue
+		counter=$try
+		count_cmd "$tmp/try.sc"
+		if "${cmd[@]}" true 2>/dev/null && [[ -n $(syscalls_in "$tmp/try.sc") ]]; then
+			break
+		fi
+		counter=
+	done
+	[[ -n $counter ]] || log "cannot count syscalls (BENCH_SYSCALLS=${BENCH_SYSCALLS:-auto}): perf and strace both unusable; no syscalls column"
+	;;
+*)
+	log "BENCH_SYSCALLS must be auto, perf, strace or 0"
+	exit 1
+	;;
+esac
+rm -f "$tmp/try.sc"
+
+# run_zpipes IN LINES OUT: one transfer through a fresh zpipes serve. With
+# counting=1 it is the untimed transfer: every process runs under the
+# syscall counter and their counts go to syscalls.tsv instead of cost.tsv.
 serve_args=()
+counting=0
 run_zpipes() { # IN LINES OUT
-	local in=$1 n=$2 out=$3 spid rpid wpid rc=0 i
+	local in=$1 n=$2 out=$3 spid bpid rpid wpid rc=0 i who
+	local wcmd rcmd scmd
 	endpoint zp
 	rss_kb=-
-	"$zpipes" serve -e "$ep" "${serve_args[@]}" 2>>"$tmp/serve.log" &
+	if ((counting)); then
+		count_cmd "$tmp/writer.sc"
+		wcmd=("${cmd[@]}")
+		count_cmd "$tmp/reader.sc"
+		rcmd=("${cmd[@]}")
+		count_cmd "$tmp/broker.sc"
+		scmd=("${cmd[@]}")
+	elif ((${#timed[@]})); then
+		wcmd=("${timed[@]}" -o "$tmp/writer.cost")
+		rcmd=("${timed[@]}" -o "$tmp/reader.cost")
+		scmd=()
+	else
+		wcmd=() rcmd=() scmd=()
+	fi
+	"${scmd[@]}" "$zpipes" serve -e "$ep" "${serve_args[@]}" 2>>"$tmp/serve.log" &
 	serve_args=()
 	spid=$!
 	if ! wait_bound "$ep" "$spid"; then
@@ -229,40 +318,64 @@ run_zpipes() { # IN LINES OUT
 		elapsed=0
 		return 1
 	fi
+	# Under a counter, the broker is the counter's child; it is the one to
+	# stop, so that the counter sees it exit and writes its summary.
+	bpid=$spid
+	if ((counting)); then
+		bpid=$(pgrep -P "$spid" | head -n 1) || true
+		if [[ -z $bpid ]]; then
+			log "  no broker process under $counter (pid $spid)"
+			bpid=$spid
+		fi
+	fi
 
 	now_us
 	t0=$us
-	timeout "$limit" "${timed[@]}" -o "$tmp/reader.cost" "$zpipes" -e "$ep" cat -r -n "$n" jobs >"$out" &
+	timeout "$limit" "${rcmd[@]}" "$zpipes" -e "$ep" cat -r -n "$n" jobs >"$out" &
 	rpid=$!
-	timeout "$limit" "${timed[@]}" -o "$tmp/writer.cost" "$zpipes" -e "$ep" cat -w jobs <"$in" &
+	timeout "$limit" "${wcmd[@]}" "$zpipes" -e "$ep" cat -w jobs <"$in" &
 	wpid=$!
 	finish_transfer "$rpid" "$wpid" || rc=$?
-	broker_cost "$spid" >"$tmp/broker.cost"
-	for who in writer broker reader; do
-		[[ -s $tmp/$who.cost ]] || continue
-		local cpu_user cpu_sys vol invol
-		read -r cpu_user cpu_sys vol invol <"$tmp/$who.cost" || continue
-		[[ -n $invol ]] || continue
-		printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$wl" "$sys_name" "$who" "$n" \
-			"$(wc -c <"$in")" "$(awk -v u="$cpu_user" -v s="$cpu_sys" 'BEGIN { print u + s }')" "$((vol + invol))" >>"$tmp/cost.tsv"
-	done
-	rm -f "$tmp"/*.cost
+	if ((!counting)); then
+		broker_cost "$bpid" >"$tmp/broker.cost"
+		for who in writer broker reader; do
+			[[ -s $tmp/$who.cost ]] || continue
+			local cpu_user cpu_sys vol invol
+			read -r cpu_user cpu_sys vol invol <"$tmp/$who.cost" || continue
+			[[ -n $invol ]] || continue
+			printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$wl" "$sys_name" "$who" "$n" \
+				"$(wc -c <"$in")" "$(awk -v u="$cpu_user" -v s="$cpu_sys" 'BEGIN { print u + s }')" "$((vol + invol))" >>"$tmp/cost.tsv"
+		done
+		rm -f "$tmp"/*.cost
 
-	# VmHWM is the broker's peak resident set over its life, which is this
-	# one transfer: each transfer gets a fresh broker.
-	rss_kb=$(awk '/^VmHWM:/ { print $2 }' "/proc/$spid/status" 2>/dev/null) || true
-	[[ -n $rss_kb ]] || rss_kb=-
-	kill -TERM "$spid" 2>/dev/null || true
+		# VmHWM is the broker's peak resident set over its life, which is
+		# this one transfer: each transfer gets a fresh broker.
+		rss_kb=$(awk '/^VmHWM:/ { print $2 }' "/proc/$bpid/status" 2>/dev/null) || true
+		[[ -n $rss_kb ]] || rss_kb=-
+	fi
+	kill -TERM "$bpid" 2>/dev/null || true
 	for ((i = 0; i < 500; i++)); do
 		kill -0 "$spid" 2>/dev/null || break
 		sleep 0.01
 	done
 	if kill -0 "$spid" 2>/dev/null; then
 		log "  zpipes serve ignored SIGTERM for 5s; killing it"
-		kill -KILL "$spid" 2>/dev/null || true
+		kill -KILL "$bpid" "$spid" 2>/dev/null || true
 		rc=1
 	fi
 	wait "$spid" || log "  zpipes serve exited with status $? after SIGTERM"
+	if ((counting)); then
+		local count
+		for who in writer broker reader; do
+			count=$(syscalls_in "$tmp/$who.sc")
+			if [[ -z $count ]]; then
+				log "  no syscall count for the $who in $tmp/$who.sc"
+				continue
+			fi
+			printf '%s\t%s\t%s\t%s\t%s\t%s\n' "$wl" "$sys_name" "$who" "$n" "$(wc -c <"$in")" "$count" >>"$tmp/syscalls.tsv"
+		done
+		rm -f "$tmp"/*.sc
+	fi
 	return "$rc"
 }
 
@@ -296,7 +409,7 @@ run_probe() {
 
 raw=$tmp/raw.tsv
 : >"$raw"
-systems=(fifo pushpull)
+systems=(fifo unixsock pushpull)
 [[ -n $zpipes ]] && systems+=(zpipes)
 [[ -n $zpipes && ${BENCH_STORE:-1} != 0 ]] && systems+=(store store-1s)
 failures=0
@@ -339,9 +452,42 @@ done
 
 "$tmp/report" "$raw"
 
-if [[ -s $tmp/cost.tsv ]]; then
+# The untimed transfers that count syscalls: one per workload and zpipes
+# system, after the timed rounds so that they cannot disturb them.
+if [[ -n $counter ]]; then
+	echo "# counted by: $(if [[ $counter == perf ]]; then echo 'perf stat -e raw_syscalls:sys_enter'; else echo 'strace -f -c'; fi)" >"$tmp/syscalls.tsv"
+	for wl in W1 W2; do
+		if [[ $wl == W1 ]]; then lines=$w1_lines; else lines=$w2_lines; fi
+		for sys in "${systems[@]}"; do
+			[[ $sys == zpipes || $sys == store* ]] || continue
+			out=$tmp/out
+			rm -f "$out"
+			sys_name=$sys
+			counting=1
+			status=ok
+			"run_$sys" "$tmp/$wl" "$lines" "$out" || status=fail
+			counting=0
+			if [[ $status == ok ]] && ! cmp -s "$tmp/$wl" "$out"; then
+				status=fail
+				log "  output differs from input: $(cmp "$tmp/$wl" "$out" 2>&1 | head -n 1)"
+			fi
+			rm -f "$out"
+			if [[ $status == fail ]]; then
+				failures=$((failures + 1))
+			fi
+			log "syscall count $wl $sys (untimed, under $counter): $status"
+		done
+	done
+fi
+
+if [[ -s $tmp/cost.tsv || -s $tmp/syscalls.tsv ]]; then
 	echo
-	"$tmp/report" -cost "$tmp/cost.tsv"
+	touch "$tmp/cost.tsv"
+	if [[ -n $counter ]]; then
+		"$tmp/report" -cost "$tmp/cost.tsv" -syscalls "$tmp/syscalls.tsv"
+	else
+		"$tmp/report" -cost "$tmp/cost.tsv"
+	fi
 fi
 
 if [[ ${BENCH_PROBES:-1} != 0 && -n $zpipes ]]; then

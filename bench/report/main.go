@@ -4,7 +4,7 @@
 // Usage:
 //
 //	report [-tsv] RAWFILE
-//	report -cost COSTFILE   (see cost.go)
+//	report -cost COSTFILE [-syscalls SYSCALLSFILE]   (see cost.go)
 //
 // RAWFILE holds one tab-separated row per timed transfer:
 //
@@ -49,9 +49,10 @@ type stats struct {
 func main() {
 	tsv := flag.Bool("tsv", false, "print machine-readable summary and ratio rows")
 	cost := flag.String("cost", "", "print the per-process cost table from this file instead")
+	syscalls := flag.String("syscalls", "", "with -cost: add syscalls per MB from this file")
 	flag.Parse()
 	if *cost != "" {
-		if err := printCost(os.Stdout, *cost); err != nil {
+		if err := printCost(os.Stdout, *cost, *syscalls); err != nil {
 			fmt.Fprintln(os.Stderr, "report:", err)
 			os.Exit(1)
 		}
@@ -169,7 +170,7 @@ func ratios(sts []*stats) (names []string, values []float64) {
 	if z == nil {
 		return nil, nil
 	}
-	for _, base := range []string{"fifo", "pushpull"} {
+	for _, base := range []string{"fifo", "unixsock", "pushpull"} {
 		if b := find(sts, base); b != nil {
 			names = append(names, "zpipes/"+base)
 			values = append(values, z.med/b.med)
