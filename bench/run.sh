@@ -115,6 +115,44 @@ endpoint() { # KIND -> sets ep
 # its decimal separator removed, whatever the locale makes it.
 now_us() { us=${EPOCHREALTIME//[!0-9]/}; }
 
+# Syscall counting, for the untimed transfers only. count_cmd FILE sets cmd
+# to a prefix that runs a command under the chosen counter, its summary in
+# FILE; syscalls_in FILE prints the count from that summary (nothing if none).
+count_cmd() {
+	case $counter in
+	perf) cmd=(perf stat -e raw_syscalls:sys_enter -x, -o "$1" --) ;;
+	strace) cmd=(strace -f -c -o "$1" --) ;;
+	esac
+}
+syscalls_in() {
+	case $counter in
+	perf) awk -F, '$3 ~ /^raw_syscalls:sys_enter/ && $1 ~ /^[0-9]+$/ { print $1 }' "$1" 2>/dev/null ;;
+	strace) awk '$NF == "total" && $4 ~ /^[0-9]+$/ { print $4 }' "$1" 2>/dev/null ;;
+	esac
+}
+counter=
+case ${BENCH_SYSCALLS:-auto} in
+0 | none) ;;
+auto | perf | strace)
+	for try in perf strace; do
+		[[ ${BENCH_SYSCALLS:-auto} == auto || ${BENCH_SYSCALLS:-auto} == "$try" ]] || continue
+		command -v "$try" >/dev/null || continue
+		counter=$try
+		count_cmd "$tmp/try.sc"
+		if "${cmd[@]}" true 2>/dev/null && [[ -n $(syscalls_in "$tmp/try.sc") ]]; then
+			break
+		fi
+		counter=
+	done
+	[[ -n $counter ]] || log "cannot count syscalls (BENCH_SYSCALLS=${BENCH_SYSCALLS:-auto}): perf and strace both unusable; no syscalls column"
+	;;
+*)
+	log "BENCH_SYSCALLS must be auto, perf, strace or 0"
+	exit 1
+	;;
+esac
+rm -f "$tmp/try.sc"
+
 log "building bench tools"
 go build -o "$tmp/gen" ./bench/gen
 go build -o "$tmp/pushpull" ./bench/pushpull
@@ -244,44 +282,6 @@ broker_cost() { # PID -> "user sys voluntary involuntary" (seconds, counts)
 	cat /proc/"$pid"/task/*/status 2>/dev/null |
 		awk '/^voluntary_ctxt_switches/ { v += $2 } /^nonvoluntary_ctxt_switches/ { n += $2 } END { printf " %d %d\n", v, n }'
 }
-
-# Syscall counting, for the untimed transfers only. count_cmd FILE sets cmd
-# to a prefix that runs a command under the chosen counter, its summary in
-# FILE; syscalls_in FILE prints the count from that summary (nothing if none).
-count_cmd() {
-	case $counter in
-	perf) cmd=(perf stat -e raw_syscalls:sys_enter -x, -o "$1" --) ;;
-	strace) cmd=(strace -f -c -o "$1" --) ;;
-	esac
-}
-syscalls_in() {
-	case $counter in
-	perf) awk -F, '$3 ~ /^raw_syscalls:sys_enter/ && $1 ~ /^[0-9]+$/ { print $1 }' "$1" 2>/dev/null ;;
-	strace) awk '$NF == "total" && $4 ~ /^[0-9]+$/ { print $4 }' "$1" 2>/dev/null ;;
-	esac
-}
-counter=
-case ${BENCH_SYSCALLS:-auto} in
-0 | none) ;;
-auto | perf | strace)
-	for try in perf strace; do
-		[[ ${BENCH_SYSCALLS:-auto} == auto || ${BENCH_SYSCALLS:-auto} == "$try" ]] || continue
-		command -v "$try" >/dev/null || continue
-		counter=$try
-		count_cmd "$tmp/try.sc"
-		if "${cmd[@]}" true 2>/dev/null && [[ -n $(syscalls_in "$tmp/try.sc") ]]; then
-			break
-		fi
-		counter=
-	done
-	[[ -n $counter ]] || log "cannot count syscalls (BENCH_SYSCALLS=${BENCH_SYSCALLS:-auto}): perf and strace both unusable; no syscalls column"
-	;;
-*)
-	log "BENCH_SYSCALLS must be auto, perf, strace or 0"
-	exit 1
-	;;
-esac
-rm -f "$tmp/try.sc"
 
 # run_zpipes IN LINES OUT: one transfer through a fresh zpipes serve. With
 # counting=1 it is the untimed transfer: every process runs under the

@@ -57,6 +57,9 @@ func printCost(w io.Writer, costPath, syscallsPath string) error {
 	default:
 		fmt.Fprintf(w, "  syscalls: one separate untimed transfer per workload and system, counted by %s\n", t.countedBy)
 	}
+	if syscallsPath != "" {
+		fmt.Fprintln(w, "  syscalls: whole process lives, start-up included (a few hundred: they dominate only tiny runs)")
+	}
 	return nil
 }
 
