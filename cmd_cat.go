@@ -3,10 +3,10 @@ package main
 import (
 	"errors"
 	"fmt"
-	"runtime/debug"
 	"time"
 
 	"github.com/zpipes/zpipes/broker"
+	"github.com/zpipes/zpipes/internal/gcfloor"
 )
 
 // CatCmd streams lines into a pipe (-w) or a pipe's chunks out as lines (-r).
@@ -57,7 +57,7 @@ func (c *CatCmd) Run(a *app) error {
 		return nil // like head -n 0: nothing to take
 	}
 	// The heap of a cat is a few batches, recycled fast: collect seldom.
-	debug.SetGCPercent(400)
+	gcfloor.Set(16 << 20)
 	if c.Progress {
 		mode := "-r"
 		if c.Write {

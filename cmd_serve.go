@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/zpipes/zpipes/broker"
+	"github.com/zpipes/zpipes/internal/gcfloor"
 	"golang.org/x/sys/unix"
 )
 
@@ -25,6 +26,11 @@ type ServeCmd struct {
 	Store         string        `placeholder:"DIR" type:"path" help:"Keep pipes and chunks in DIR, so they survive the broker's exit, crash and restart; a write is acknowledged once it is on disk. One broker per DIR. Without it, chunks live in memory."`
 	SyncEvery     time.Duration `placeholder:"DURATION" help:"With --store: acknowledge writes before they are on disk and sync every DURATION (say 1s): faster, but a crash loses up to DURATION of acknowledged writes."`
 }
+
+// gcFloor is how much garbage the broker lets pile up before the Go
+// collector runs, whatever little is live (see internal/gcfloor): a
+// streaming broker holds a few MiB and allocates a batch per request.
+const gcFloor = 32 << 20
 
 // Run serves until the context ends, then shuts down cleanly: waiting
 // requests get an error and the log says what queued chunks are discarded.
@@ -53,6 +59,7 @@ func (s *ServeCmd) Run(a *app) error {
 	}
 	log := slog.New(slog.NewTextHandler(a.stderr, opts))
 	raiseFileLimit(log)
+	gcfloor.Set(gcFloor)
 	lim := broker.DefaultLimits
 	lim.MaxChunk = int(s.MaxChunk)
 	srv, err := broker.Listen(broker.Config{
