@@ -1,6 +1,7 @@
 package broker
 
 import (
+	"bufio"
 	"bytes"
 	"encoding/binary"
 	"errors"
@@ -12,6 +13,7 @@ import (
 	"strconv"
 	"strings"
 	"testing"
+	"testing/iotest"
 	"time"
 
 	"github.com/go-zeromq/zmq4"
@@ -183,6 +185,11 @@ func FuzzReadMessage(f *testing.F) {
 		zmessage("OPEN", "p"),
 		zmessage("", "WRITE", "p", "chunk"),
 		append(zmessage("LIST"), zmessage("READ", "p")...),
+		// Frames after a message's first are read from the buffer
+		// (bufferedFrames): an envelope and limits there too.
+		append(zmessage("LIST"), zmessage("", "WRITE", "p", "chunk")...),
+		append(zmessage("LIST"), zmessage("MWRITE", "p", "a", "b", "c", "d", "e", "f", "g", "h", "i")...),
+		append(zmessage("LIST"), append(zframe(flagMore, []byte("WRITE"), false), zframe(0, make([]byte, 700), true)...)...),
 		zcommand("PING", []byte{0, 10, 'c', 't', 'x'}),
 		zcommand("PING", nil),
 		{flagCommand, 0},                   // command without a name length
@@ -225,6 +232,17 @@ func FuzzReadMessage(f *testing.F) {
 			}
 			checkMessage(t, msg, mb, mf)
 			got = append(got, msg)
+		}
+		// A reader whose buffer holds 16 bytes takes nearly every frame
+		// through the slow path (bufferedFrames finds few whole frames):
+		// it must read the same messages.
+		slow := &wire{r: bufio.NewReaderSize(iotest.OneByteReader(bytes.NewReader(data)), 16)}
+		for i, m := range got {
+			again, err := slow.readMessage(mb, mf)
+			if err != nil || again.command != m.command || again.envelope != m.envelope ||
+				(again.err == nil) != (m.err == nil) || !slices.EqualFunc(again.frames, m.frames, bytes.Equal) {
+				t.Fatalf("message %d read through a 16-byte buffer as %+v (err %v), was %+v", i, again, err, m)
+			}
 		}
 		// What was read whole survives re-encoding unchanged.
 		var enc bytes.Buffer

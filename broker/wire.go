@@ -193,6 +193,9 @@ func (w *wire) readMessage(maxBytes, maxFrames int) (message, error) {
 	w.scratch = w.scratch[:0]
 	w.offs = w.offs[:0]
 	for {
+		if msg.err == nil && w.bufferedFrames(&nframes, &total, maxBytes, maxFrames) {
+			break
+		}
 		flags, size, err := w.readHeader()
 		if err != nil {
 			return msg, err
@@ -259,6 +262,39 @@ func (w *wire) readMessage(maxBytes, maxFrames int) (message, error) {
 		w.scratch = nil // do not pin one huge message's buffer forever
 	}
 	return msg, nil
+}
+
+// bufferedFrames is readMessage's fast path: it takes the data frames that
+// lie whole in the read buffer, appending their bodies to scratch, with no
+// call per frame. It leaves to readMessage whatever needs care: a command
+// frame, an envelope delimiter, a frame not yet whole in the buffer, and
+// one past the limits. It reports whether it took the message's last frame.
+func (w *wire) bufferedFrames(nframes, total *int, maxBytes, maxFrames int) (end bool) {
+	buf, _ := w.r.Peek(w.r.Buffered())
+	i := 0
+	for !end && len(buf)-i >= 2 {
+		flags, hdr, size := buf[i], 2, uint64(buf[i+1])
+		if flags&flagLong != 0 {
+			if len(buf)-i < 9 {
+				break
+			}
+			hdr, size = 9, binary.BigEndian.Uint64(buf[i+1:])
+		}
+		if flags&flagCommand != 0 || size > uint64(len(buf)-i-hdr) ||
+			*nframes == 0 && size == 0 && flags&flagMore != 0 ||
+			*nframes >= maxFrames || *total+int(size) > maxBytes {
+			break
+		}
+		body := buf[i+hdr : i+hdr+int(size)]
+		*nframes++
+		*total += len(body)
+		w.scratch = append(w.scratch, body...)
+		w.offs = append(w.offs, len(w.scratch))
+		i += hdr + len(body)
+		end = flags&flagMore == 0
+	}
+	w.r.Discard(i)
+	return end
 }
 
 func (w *wire) readHeader() (flags byte, size uint64, err error) {
