@@ -375,8 +375,19 @@ func (h *heldItems) add(items []item) {
 
 func (h *heldItems) len() int { return h.n }
 
-// take removes and returns the oldest n items.
+// take removes and returns the oldest n items. The common case, n items
+// from one block (an ACK for what one TAKE returned), shares the block's
+// memory instead of copying it.
 func (h *heldItems) take(n int) []item {
+	if b := h.blocks[0][h.off:]; n <= len(b) {
+		out := b[:n:n]
+		if h.off += n; h.off == len(h.blocks[0]) {
+			h.blocks[0] = nil
+			h.blocks, h.off = h.blocks[1:], 0
+		}
+		h.n -= n
+		return out
+	}
 	out := make([]item, 0, n)
 	for len(out) < n {
 		b := h.blocks[0][h.off:]

@@ -250,8 +250,11 @@ func (w *wire) readMessage(maxBytes, maxFrames int) (message, error) {
 	if msg.err != nil {
 		return msg, nil
 	}
-	buf := make([]byte, len(w.scratch))
-	copy(buf, w.scratch)
+	// One exact copy, which the compiler makes without zeroing first
+	// (make and copy of a local, side by side).
+	scratch := w.scratch
+	buf := make([]byte, len(scratch))
+	copy(buf, scratch)
 	msg.frames = make([][]byte, len(w.offs))
 	start := 0
 	for i, end := range w.offs {
