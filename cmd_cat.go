@@ -70,7 +70,7 @@ func (c *CatCmd) Run(a *app) error {
 		return a.withPipe(c.Pipe, func(cl *broker.Client) error {
 			return writeStream(a, cl, "cat -w", "line", c.Pipe, broker.WriterOptions{Batch: c.Batch, Acked: c.progress.add},
 				func(w *broker.Writer) error {
-					err := splitLines(a.stdin, separator(c.Null), w.Write, w.Idle)
+					err := splitLines(a.stdin, separator(c.Null), w.WriteAll, w.Idle)
 					if err == nil && c.EOF != nil {
 						err = w.Write([]byte(*c.EOF))
 					}

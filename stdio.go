@@ -12,13 +12,14 @@ import (
 )
 
 // splitLines reads records ending in sep from r (the last may lack it) and
-// hands each to emit, without its separator, as a slice that is valid only
-// during the call. When the input has nothing more buffered and the next
-// read may wait (r is not a regular file), it calls idle first, so that a
-// writer can send what it holds rather than sit on an interactive
-// producer's lines. Errors from emit and idle are returned as they are; a
-// read error is wrapped in errStdin.
-func splitLines(r io.Reader, sep byte, emit func([]byte) error, idle func() error) error {
+// hands them to emit, without their separators, as slices that are valid
+// only during the call: every record that is whole in the read buffer in
+// one call, so that a writer takes a buffer's lines at once. When the input
+// has nothing more buffered and the next read may wait (r is not a regular
+// file), it calls idle first, so that a writer can send what it holds
+// rather than sit on an interactive producer's lines. Errors from emit and
+// idle are returned as they are; a read error is wrapped in errStdin.
+func splitLines(r io.Reader, sep byte, emit func([][]byte) error, idle func() error) error {
 	br := bufio.NewReaderSize(r, 256<<10)
 	waits := true
 	if f, ok := r.(*os.File); ok {
@@ -26,8 +27,39 @@ func splitLines(r io.Reader, sep byte, emit func([]byte) error, idle func() erro
 			waits = false // a file never makes a read wait: batch freely
 		}
 	}
-	var long []byte // a line longer than the buffer, gathered
+	var (
+		lines [][]byte
+		long  []byte // a line longer than the buffer, gathered
+	)
 	for {
+		if long == nil {
+			// The whole lines already buffered, without a read.
+			buf, _ := br.Peek(br.Buffered())
+			lines = lines[:0]
+			used := 0
+			for {
+				i := bytes.IndexByte(buf[used:], sep)
+				if i < 0 {
+					break
+				}
+				lines = append(lines, buf[used:used+i])
+				used += i + 1
+			}
+			if len(lines) > 0 {
+				err := emit(lines)
+				br.Discard(used)
+				if err != nil {
+					return err
+				}
+				if waits && br.Buffered() == 0 {
+					if err := idle(); err != nil {
+						return err
+					}
+				}
+				continue
+			}
+		}
+		// A line not yet whole in the buffer: read until it is.
 		frag, err := br.ReadSlice(sep)
 		switch {
 		case err == nil:
@@ -46,7 +78,7 @@ func splitLines(r io.Reader, sep byte, emit func([]byte) error, idle func() erro
 		if long != nil {
 			line = append(long, frag...)
 		}
-		if err := emit(line); err != nil {
+		if err := emit([][]byte{line}); err != nil {
 			return err
 		}
 		long = nil

@@ -129,6 +129,28 @@ func (w *Writer) Write(chunk []byte) error {
 	if err := w.usable(); err != nil {
 		return err
 	}
+	return w.add(chunk)
+}
+
+// WriteAll is Write for each chunk in turn, stopping at the first error,
+// under one lock: a producer with many small chunks at hand (every line of
+// a read) pays for the Writer's lock once, not once a chunk.
+func (w *Writer) WriteAll(chunks [][]byte) error {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if err := w.usable(); err != nil {
+		return err
+	}
+	for _, c := range chunks {
+		if err := w.add(c); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// add is Write once the Writer is known usable; w.mu is held.
+func (w *Writer) add(chunk []byte) error {
 	w.given++
 	if len(chunk) > w.maxChunk {
 		w.refused = &ChunkTooLargeError{Pipe: w.pipe, Index: w.given, Size: len(chunk), Limit: w.maxChunk}
