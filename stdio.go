@@ -195,7 +195,7 @@ func readStream(a *app, cl *broker.Client, what, pipe string, opt broker.ReaderO
 				return printed, err
 			}
 		}
-		chunk, err := r.Next()
+		chunks, err := r.NextAll()
 		switch {
 		case err == io.EOF:
 			return printed, flush()
@@ -204,18 +204,22 @@ func readStream(a *app, cl *broker.Client, what, pipe string, opt broker.ReaderO
 		case err != nil:
 			return printed, err
 		}
-		if eof != nil && bytes.Equal(chunk, []byte(*eof)) {
-			err := flush()
-			if err == nil {
-				r.Consume(1) // the marker is taken, not printed
-			}
-			return printed, err
-		}
-		prog.add(1, len(chunk))
-		out.add(chunk)
-		if out.full() {
-			if err := flush(); err != nil {
+		for _, chunk := range chunks {
+			if eof != nil && bytes.Equal(chunk, []byte(*eof)) {
+				// The chunks after the marker are handed out and not
+				// consumed: Close gives them back.
+				err := flush()
+				if err == nil {
+					r.Consume(1) // the marker is taken, not printed
+				}
 				return printed, err
+			}
+			prog.add(1, len(chunk))
+			out.add(chunk)
+			if out.full() {
+				if err := flush(); err != nil {
+					return printed, err
+				}
 			}
 		}
 	}

@@ -384,28 +384,50 @@ func (r *Reader) Next() ([]byte, error) { return r.NextContext(r.ctx) }
 // caller that must also stop waiting for reasons of its own. An ended
 // wait loses nothing: the next call picks up where it left off.
 func (r *Reader) NextContext(ctx context.Context) ([]byte, error) {
-	for len(r.ready) == 0 {
-		if r.err != nil {
-			return nil, r.err
-		}
-		if r.fill(); r.err != nil {
-			return nil, r.err
-		}
-		if len(r.calls) == 0 {
-			return nil, io.EOF
-		}
-		select {
-		case <-r.calls[0].call.done:
-			r.receive()
-		case <-ctx.Done():
-			return nil, ctx.Err()
-		}
+	if err := r.wait(ctx); err != nil {
+		return nil, err
 	}
 	chunk := r.ready[0]
 	r.ready[0] = nil
 	r.ready = r.ready[1:]
 	r.handed++
 	return chunk, nil
+}
+
+// NextAll is Next for every chunk that is ready: it waits as Next does for
+// the first, then hands out all that arrived with it (at least one), in
+// order, as if Next had been called for each. A reader that handles chunks
+// in a loop of its own saves a call per chunk.
+func (r *Reader) NextAll() ([][]byte, error) {
+	if err := r.wait(r.ctx); err != nil {
+		return nil, err
+	}
+	chunks := r.ready
+	r.ready = nil
+	r.handed += len(chunks)
+	return chunks, nil
+}
+
+// wait returns once a chunk is ready, or with why none will be.
+func (r *Reader) wait(ctx context.Context) error {
+	for len(r.ready) == 0 {
+		if r.err != nil {
+			return r.err
+		}
+		if r.fill(); r.err != nil {
+			return r.err
+		}
+		if len(r.calls) == 0 {
+			return io.EOF
+		}
+		select {
+		case <-r.calls[0].call.done:
+			r.receive()
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
+	return nil
 }
 
 // Buffered is how many chunks Next can return without waiting. A reader

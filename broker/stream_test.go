@@ -184,6 +184,39 @@ func TestReaderCloseGivesBackWhatWasNotConsumedInOrder(t *testing.T) {
 	}
 }
 
+// NextAll hands out whole batches, in order, mixed freely with Next; what
+// it handed out counts as Next's would for Consume and Close.
+func TestReaderNextAllHandsOutBatchesInOrder(t *testing.T) {
+	s := startServer(t)
+	c := dialT(t, s)
+	ctx := testCtx(t)
+	mustOK(t, c.Open(ctx, "p"))
+	mustOK(t, c.Write(ctx, "p", chunks(numbered(1, 100)...)...))
+	r := c.NewReader(ctx, "p", ReaderOptions{Batch: 7, Ahead: 3})
+	var got []string
+	one, err := r.Next()
+	mustOK(t, err)
+	got = append(got, string(one))
+	for len(got) < 30 {
+		batch, err := r.NextAll()
+		mustOK(t, err)
+		if len(batch) == 0 || len(batch) > 7 {
+			t.Fatalf("NextAll gave %d chunks, want 1 to 7", len(batch))
+		}
+		for _, b := range batch {
+			got = append(got, string(b))
+		}
+	}
+	if !slices.Equal(got, numbered(1, len(got))) {
+		t.Fatalf("handed out %v", got)
+	}
+	r.Consume(10) // 1..10 delivered; the rest handed out, not consumed
+	mustOK(t, r.Close())
+	if back := readAll(t, c, "p", 90); !slices.Equal(back, numbered(11, 100)) {
+		t.Fatalf("after giving back: %v", back)
+	}
+}
+
 func TestReaderTakesNoMoreThanMax(t *testing.T) {
 	s := startServer(t)
 	c, watch := dialT(t, s), dialT(t, s)
