@@ -30,9 +30,11 @@ type logStore struct {
 	logger     *slog.Logger
 	relaxed    bool // --sync-every: reply before the fsync
 	buf        []byte
-	recs       [][]byte // records of the current core event, appended at commit
-	compacting bool     // a checkpoint is written and not yet durable
-	slack      int64    // compactSlack, smaller in tests
+	recs       [][]byte  // records of the current core event, appended at commit
+	compacting bool      // a checkpoint is written and not yet durable
+	slack      int64     // compactSlack, smaller in tests
+	unsynced   bool      // records were appended at once since the last commit (spill.go)
+	dead       intervals // chunks replay found consumed or moved: skipped when read back
 	err        error
 }
 
@@ -155,25 +157,14 @@ func (ls *logStore) returned(pipe string, items []item, fresh bool) {
 
 func (ls *logStore) durable() bool { return !ls.relaxed }
 
-func (ls *logStore) pending() bool { return len(ls.recs) > 0 }
+func (ls *logStore) pending() bool { return len(ls.recs) > 0 || ls.unsynced }
 
 // commit appends the event's records and asks for them to be made durable.
 // In relaxed mode the replies have already gone; the fsync comes with the
 // log's next periodic sync.
 func (ls *logStore) commit(done func(error)) {
-	if ls.err != nil {
-		clear(ls.recs) // a failed log takes nothing more
-		ls.recs = ls.recs[:0]
-		done(ls.err)
-		return
-	}
-	if len(ls.recs) > 0 {
-		if _, err := ls.log.Append(ls.recs...); err != nil {
-			ls.err = err
-		}
-		clear(ls.recs)
-		ls.recs = ls.recs[:0]
-	}
+	ls.flush()
+	ls.unsynced = false
 	if ls.err != nil {
 		done(ls.err)
 		return
@@ -192,18 +183,20 @@ func (ls *logStore) compact(co *core) error {
 	}
 	start := ls.log.Mark()
 	before := ls.log.Size()
-	ls.checkpoint(co)
-	if _, err := ls.log.Append(ls.recs...); err != nil {
+	t0 := time.Now()
+	if err := ls.checkpoint(co); err != nil {
 		ls.err = err
 		return err
 	}
-	clear(ls.recs)
-	ls.recs = ls.recs[:0]
 	ls.compacting = true
+	ls.unsynced = false // this Sync covers the checkpoint
 	ls.log.Sync(func(err error) {
 		co.s.notify(event{compacted: &compactDone{start: start, err: err}})
 	})
-	ls.logger.Info("compacting store", "log_bytes", before, "live_bytes", co.total)
+	// The core waited for the checkpoint, spilled chunks copied included:
+	// how long is in the log.
+	ls.logger.Info("compacting store", "log_bytes", before, "live_bytes", co.total,
+		"spilled_bytes", co.spilled, "took", time.Since(t0).Round(time.Millisecond))
 	return nil
 }
 
@@ -225,9 +218,12 @@ func (ls *logStore) compacted(d *compactDone) error {
 	return nil
 }
 
-// checkpoint records the whole live state: enough to rebuild every pipe
-// with nothing before it.
-func (ls *logStore) checkpoint(co *core) {
+// checkpoint appends the whole live state: enough to rebuild every pipe
+// with nothing before it. It appends as it goes, so that it holds at most
+// a record part in memory; the queues' tails on disk are copied (spill.go)
+// and, once all is appended, point at their copies.
+func (ls *logStore) checkpoint(co *core) error {
+	tails := make(map[*writerQueue][]extent)
 	ls.begin(recBegin)
 	ls.uint(co.nextID)
 	ls.end()
@@ -281,6 +277,14 @@ func (ls *logStore) checkpoint(co *core) {
 			s.q.each(func(it item) { items = append(items, it) })
 			for _, part := range recordParts(items) {
 				ls.wrote(name, s.q.qid, part) // replay appends them in order
+				ls.flush()
+			}
+			if len(s.q.extents) > 0 {
+				tail, err := ls.copyExtents(name, s.q) // after the head
+				if err != nil {
+					return fmt.Errorf("checkpoint: %w", err)
+				}
+				tails[s.q] = tail
 			}
 		}
 		var returned []item
@@ -296,6 +300,15 @@ func (ls *logStore) checkpoint(co *core) {
 	}
 	ls.begin(recEnd)
 	ls.end()
+	ls.flush()
+	if ls.err != nil {
+		return ls.err
+	}
+	for q, tail := range tails {
+		q.extents = tail
+	}
+	ls.dead = nil // the copies hold live chunks only
+	return nil
 }
 
 // checkpointRecordBytes bounds one record of a checkpoint, well under what
@@ -324,6 +337,7 @@ func (ls *logStore) returnedParts(pipe string, items []item) {
 	parts := recordParts(items)
 	for i := len(parts) - 1; i >= 0; i-- {
 		ls.returned(pipe, parts[i], true)
+		ls.flush()
 	}
 }
 

@@ -17,18 +17,39 @@ import (
 // every writer has finished once the broker restarts, since its connection
 // is gone. A checkpoint begun and not ended (the broker died while writing
 // it) is ignored.
+//
+// Replay loads no queued chunk: a writer's queue comes back as extents of
+// the log (spill.go), read back as the reader reaches them, so a backlog
+// larger than memory recovers. What replay keeps while reading is per
+// record of a write (merged as spill.go merges extents), per range of
+// consumed ids, and the chunks given back (they are at the head, in
+// memory). A queue's ids that were consumed or given back are dead: an
+// extent that holds some is read once at the end to count what is live,
+// and the store skips them whenever it reads the extent back.
 type replayState struct {
 	nextID   uint64
 	pipes    map[string]*replayPipe
-	data     map[uint64][]byte // every chunk recorded, by id
-	consumed map[uint64]bool
+	fresh    map[uint64][]byte // chunks given back as new (UNREAD, checkpoint)
+	consumed intervals         // added in any order; normalized at the end
+	sorted   int               // how much of consumed is normalized
 }
 
 type replayPipe struct {
 	opens    int
-	queues   map[uint64][]uint64 // writer queue -> its chunks' ids, in order
-	steps    []replayStep        // starts and finishes, in order
-	returned [][]uint64          // blocks put back at the head, oldest first
+	queues   map[uint64]*replayQueue
+	steps    []replayStep // starts and finishes, in order
+	returned [][]uint64   // blocks put back at the head, oldest first
+}
+
+// replayQueue is a writer's queue as extents, each with the range of ids
+// its records hold.
+type replayQueue struct {
+	exts []replayExtent
+}
+
+type replayExtent struct {
+	extent
+	first, last uint64
 }
 
 type replayStep struct {
@@ -37,24 +58,23 @@ type replayStep struct {
 }
 
 func newReplayState() *replayState {
-	return &replayState{nextID: 1, pipes: make(map[string]*replayPipe),
-		data: make(map[uint64][]byte), consumed: make(map[uint64]bool)}
+	return &replayState{nextID: 1, pipes: make(map[string]*replayPipe), fresh: make(map[uint64][]byte)}
 }
 
 func (rs *replayState) pipe(name string) *replayPipe {
 	p := rs.pipes[name]
 	if p == nil {
-		p = &replayPipe{queues: make(map[uint64][]uint64)}
+		p = &replayPipe{queues: make(map[uint64]*replayQueue)}
 		rs.pipes[name] = p
 	}
 	return p
 }
 
 // replayLog reads the log into the core, which must be new.
-func replayLog(l *wal.Log, co *core) (records int, err error) {
+func replayLog(ls *logStore, co *core) (records int, err error) {
 	cur := newReplayState()
 	var next *replayState // a checkpoint being read
-	err = l.Replay(func(pos wal.Pos, rec []byte) error {
+	err = ls.log.Replay(func(pos wal.Pos, rec []byte) error {
 		records++
 		d := decoder{b: rec}
 		typ := d.byte()
@@ -74,7 +94,8 @@ func replayLog(l *wal.Log, co *core) (records int, err error) {
 		if next != nil {
 			rs = next
 		}
-		if err := rs.apply(typ, &d); err != nil {
+		end := pos.Offset + wal.RecordHeader + int64(len(rec))
+		if err := rs.apply(typ, &d, pos, end); err != nil {
 			return fmt.Errorf("%w at %v: %v", errCorrupt, pos, err)
 		}
 		return nil
@@ -82,11 +103,13 @@ func replayLog(l *wal.Log, co *core) (records int, err error) {
 	if err != nil {
 		return records, err
 	}
-	cur.build(co)
+	if err := cur.build(ls, co); err != nil {
+		return records, err
+	}
 	return records, nil
 }
 
-func (rs *replayState) apply(typ byte, d *decoder) error {
+func (rs *replayState) apply(typ byte, d *decoder, pos wal.Pos, end int64) error {
 	switch typ {
 	case recOpened:
 		p := rs.pipe(d.str())
@@ -96,33 +119,65 @@ func (rs *replayState) apply(typ byte, d *decoder) error {
 		p.opens = int(d.uint())
 	case recWrote:
 		p := rs.pipe(d.str())
-		q := d.uint()
-		ids := rs.items(d)
-		if _, ok := p.queues[q]; !ok {
-			p.steps = append(p.steps, replayStep{queue: q})
+		qid := d.uint()
+		e := rs.extent(d, pos, end)
+		q := p.queues[qid]
+		if q == nil {
+			q = &replayQueue{}
+			p.queues[qid] = q
+			p.steps = append(p.steps, replayStep{queue: qid})
 		}
-		p.queues[q] = append(p.queues[q], ids...)
+		if n := len(q.exts); n > 0 {
+			last := &q.exts[n-1]
+			if last.seg == e.seg && e.from-last.to <= mergeGap {
+				last.to = e.to
+				last.chunks += e.chunks
+				last.cost += e.cost
+				last.first, last.last = min(last.first, e.first), max(last.last, e.last)
+				break
+			}
+		}
+		q.exts = append(q.exts, e)
 	case recFinished:
 		p := rs.pipe(d.str())
 		p.steps = append(p.steps, replayStep{queue: d.uint(), finish: true})
 	case recConsumed:
-		for _, id := range d.ranges() {
-			rs.consumed[id] = true
-		}
+		rs.consume(d)
 	case recReturned:
 		p := rs.pipe(d.str())
 		p.returned = append(p.returned, d.ranges())
 	case recFresh:
 		p := rs.pipe(d.str())
-		p.returned = append(p.returned, rs.items(d))
+		p.returned = append(p.returned, rs.freshItems(d))
 	default:
 		return fmt.Errorf("record type %d", typ)
 	}
 	return d.err
 }
 
-// items reads chunks with their ids and keeps their data.
-func (rs *replayState) items(d *decoder) []uint64 {
+// extent reads a wrote record's chunks for their count, bytes and ids, and
+// keeps none of them.
+func (rs *replayState) extent(d *decoder, pos wal.Pos, end int64) replayExtent {
+	e := replayExtent{extent: extent{seg: pos.Segment, from: pos.Offset, to: end}, first: ^uint64(0)}
+	n := d.uint()
+	prev := uint64(0)
+	for range n {
+		id := prev + d.uint()
+		prev = id
+		data := d.view()
+		if d.err != nil {
+			break
+		}
+		e.chunks++
+		e.cost += chunkCost(data)
+		e.first, e.last = min(e.first, id), max(e.last, id)
+		rs.nextID = max(rs.nextID, id+1)
+	}
+	return e
+}
+
+// freshItems reads chunks given back as new, and keeps them.
+func (rs *replayState) freshItems(d *decoder) []uint64 {
 	n := d.uint()
 	if d.err != nil || n > uint64(len(d.b)) {
 		d.fail()
@@ -133,37 +188,70 @@ func (rs *replayState) items(d *decoder) []uint64 {
 	for range n {
 		id := prev + d.uint()
 		prev = id
-		rs.data[id] = d.bytes()
+		rs.fresh[id] = d.bytes()
 		ids = append(ids, id)
 		rs.nextID = max(rs.nextID, id+1)
 	}
 	return ids
 }
 
-// build turns the replayed records into the core's pipes.
-func (rs *replayState) build(co *core) {
-	co.nextID = max(co.nextID, rs.nextID)
-	live := func(id uint64) ([]byte, bool) {
-		data, ok := rs.data[id]
-		return data, ok && !rs.consumed[id]
+// consume adds a record's ranges of consumed ids, normalizing the set as
+// it doubles.
+func (rs *replayState) consume(d *decoder) {
+	n := d.uint()
+	for range n {
+		from, count := d.uint(), d.uint()
+		if d.err != nil || count == 0 || count > 1<<32 {
+			d.fail()
+			return
+		}
+		rs.consumed = append(rs.consumed, [2]uint64{from, from + count - 1})
 	}
+	if len(rs.consumed) > 2*rs.sorted+1024 {
+		rs.consumed = rs.consumed.normalize()
+		rs.sorted = len(rs.consumed)
+	}
+}
+
+// build turns the replayed records into the core's pipes.
+func (rs *replayState) build(ls *logStore, co *core) error {
+	co.nextID = max(co.nextID, rs.nextID)
+	consumed := rs.consumed.normalize()
+	// The heads: the latest block given back first; a chunk given back
+	// more than once is where it went last. A chunk given back is dead in
+	// its writer's queue.
+	heads := make(map[string][]uint64)
+	dead := slices.Clone(consumed)
+	need := make(map[uint64][]byte) // known chunks given back: their data, found below
 	for name, rp := range rs.pipes {
-		// The head: the latest block given back first; a chunk given back
-		// more than once is where it went last.
 		moved := make(map[uint64]bool)
-		var head []item
+		var head []uint64
 		for i := len(rp.returned) - 1; i >= 0; i-- {
 			for _, id := range rp.returned[i] {
 				if moved[id] {
 					continue
 				}
 				moved[id] = true
-				if data, ok := live(id); ok {
-					head = append(head, item{data: data, id: id})
+				dead = append(dead, [2]uint64{id, id})
+				if consumed.has(id) {
+					continue
+				}
+				head = append(head, id)
+				if _, ok := rs.fresh[id]; !ok {
+					need[id] = nil
 				}
 			}
 		}
+		heads[name] = head
+	}
+	dead = dead.normalize()
+	ls.dead = dead
+	if err := rs.fetch(ls, need); err != nil {
+		return err
+	}
+	for name, rp := range rs.pipes {
 		p := newPipe(name)
+		p.disk = co.disk
 		p.opens = max(rp.opens, 0)
 		started := make(map[uint64]bool)
 		var open []uint64
@@ -177,20 +265,34 @@ func (rs *replayState) build(co *core) {
 				continue
 			}
 			started[s.queue] = true
-			var items []item
-			for _, id := range rp.queues[s.queue] {
-				if data, ok := live(id); ok && !moved[id] {
-					items = append(items, item{data: data, id: id})
+			var q *writerQueue
+			for _, e := range rp.queues[s.queue].exts {
+				if err := liveExtent(ls, s.queue, &e); err != nil {
+					return err
 				}
-			}
-			if len(items) > 0 {
-				// Keyed by its queue id: no live connection has one.
-				p.enqueue(s.queue, items)
-				open = append(open, s.queue)
+				if e.chunks == 0 {
+					continue
+				}
+				if q == nil {
+					q = p.queueOf(s.queue, s.queue) // keyed by its queue id: no live connection has one
+					open = append(open, s.queue)
+				}
+				p.enqueueSpilled(q, e.extent)
 			}
 		}
 		for _, q := range open {
 			p.finish(q) // its connection is gone
+		}
+		var head []item
+		for _, id := range heads[name] {
+			data, ok := rs.fresh[id]
+			if !ok {
+				data = need[id]
+				ok = data != nil // found (a copy, never nil)
+			}
+			if ok {
+				head = append(head, item{data: data, id: id})
+			}
 		}
 		p.unread(head)
 		if p.chunks == 0 && p.opens == 0 {
@@ -198,7 +300,81 @@ func (rs *replayState) build(co *core) {
 		}
 		co.addPipe(p)
 		co.total += p.bytes
+		co.spilled += p.spilled
 	}
+	return nil
+}
+
+// liveExtent counts what an extent holds that is not dead, reading it if
+// some of its ids are.
+func liveExtent(ls *logStore, qid uint64, e *replayExtent) error {
+	switch {
+	case e.chunks == 0 || !ls.dead.overlaps(e.first, e.last):
+		return nil
+	case ls.dead.covers(e.first, e.last):
+		e.chunks, e.cost = 0, 0
+		return nil
+	}
+	e.chunks, e.cost = 0, 0
+	for from := e.from; from < e.to; {
+		items, next, err := ls.load(qid, e.seg, from, e.to)
+		if err != nil {
+			return fmt.Errorf("replay: %w", err)
+		}
+		e.chunks += len(items)
+		e.cost += itemsCost(items)
+		from = next
+	}
+	return nil
+}
+
+// fetch finds the data of known chunks given back in the writes that
+// recorded them.
+func (rs *replayState) fetch(ls *logStore, need map[uint64][]byte) error {
+	if len(need) == 0 {
+		return nil
+	}
+	ids := make([]uint64, 0, len(need))
+	for id := range need {
+		ids = append(ids, id)
+	}
+	slices.Sort(ids)
+	for _, rp := range rs.pipes {
+		for _, rq := range rp.queues {
+			for _, e := range rq.exts {
+				i, _ := slices.BinarySearch(ids, e.first)
+				if i == len(ids) || ids[i] > e.last {
+					continue
+				}
+				for from := e.from; from < e.to; {
+					next, err := ls.log.ReadRange(e.seg, from, e.to, loadBytes, func(_ int64, rec []byte) error {
+						d := decoder{b: rec}
+						if d.byte() != recWrote {
+							return nil
+						}
+						d.skip()
+						d.uint()
+						n := d.uint()
+						prev := uint64(0)
+						for range n {
+							id := prev + d.uint()
+							prev = id
+							data := d.view()
+							if _, ok := need[id]; ok && d.err == nil {
+								need[id] = append([]byte{}, data...)
+							}
+						}
+						return d.err
+					})
+					if err != nil {
+						return fmt.Errorf("replay: %w", err)
+					}
+					from = next
+				}
+			}
+		}
+	}
+	return nil
 }
 
 // decoder reads what logStore's encoders wrote; the first error sticks.
@@ -257,6 +433,21 @@ func (d *decoder) bytes() []byte {
 }
 
 func (d *decoder) str() string { return string(d.bytes()) }
+
+// view is bytes without the copy: the slice points into the record.
+func (d *decoder) view() []byte {
+	n := d.uint()
+	if n > uint64(len(d.b)) {
+		d.fail()
+		return nil
+	}
+	b := d.b[:n:n]
+	d.b = d.b[n:]
+	return b
+}
+
+// skip passes over a byte string.
+func (d *decoder) skip() { d.view() }
 
 func (d *decoder) ranges() []uint64 {
 	n := d.uint()

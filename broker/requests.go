@@ -190,15 +190,27 @@ func (co *core) write(c *conn, p *pipe, req *Request) (reply, bool) {
 	chunks, firstID := compact(req), co.nextID
 	co.nextID += uint64(len(chunks))
 	before := p.cost()
-	q := p.enqueueChunks(c.id, chunks, firstID)
-	co.recount(p, before)
-	if co.persist {
-		items := make([]item, len(chunks))
-		for i, ch := range chunks {
-			items[i] = item{data: ch, id: firstID + uint64(i)}
+	if co.spills(c, p, req) {
+		q := p.queueOf(c.id, firstID)
+		e, err := co.disk.spillWrote(p.name, q.qid, chunks, firstID)
+		if err != nil {
+			co.recount(p, before)
+			co.storeFailed(err)
+			return co.fail(c, req, fmt.Errorf("%w: %v", ErrStore, err)), true
 		}
-		co.store.wrote(p.name, q.qid, items)
+		p.enqueueSpilled(q, e)
+		co.spilled += e.cost
+	} else {
+		q := p.enqueueChunks(c.id, chunks, firstID)
+		if co.persist {
+			items := make([]item, len(chunks))
+			for i, ch := range chunks {
+				items[i] = item{data: ch, id: firstID + uint64(i)}
+			}
+			co.store.wrote(p.name, q.qid, items)
+		}
 	}
+	co.recount(p, before)
 	if c.writes == nil {
 		c.writes = make(map[*pipe]struct{})
 	}
@@ -228,9 +240,18 @@ func (co *core) read(c *conn, p *pipe, req *Request) (reply, bool) {
 	if req.Cmd != CmdRead {
 		head = 1
 	}
-	before := p.cost()
+	before, spilled := p.cost(), p.spilled
 	items := p.dequeue(make([]item, 0, min(req.Max, p.chunks)), req.Max, maxReplyBytes)
 	co.recount(p, before)
+	co.spilled += p.spilled - spilled
+	if p.lostErr != nil {
+		co.lostSpilled(p)
+		if len(items) == 0 { // all there was is lost: wait for more
+			p.reader = c
+			c.waiting = p
+			return reply{}, false
+		}
+	}
 	frames := make([][]byte, head, head+len(items))
 	if head == 1 {
 		frames[0] = okFrame
@@ -273,6 +294,28 @@ func (co *core) read(c *conn, p *pipe, req *Request) (reply, bool) {
 		}
 	}
 	return reply{pipe: p, items: items, frames: frames}, true
+}
+
+// spills reports whether a write goes to the store's log only: its queue
+// has chunks there already, or the chunks in memory would pass spillAbove.
+func (co *core) spills(c *conn, p *pipe, req *Request) bool {
+	if co.disk == nil {
+		return false
+	}
+	if q := p.writers[c.id]; q != nil && len(q.extents) > 0 {
+		return true
+	}
+	return co.total-co.spilled+req.Size+chunkOverhead*len(req.Chunks) > co.spillAbove
+}
+
+// lostSpilled uncounts spilled chunks of the pipe that could not be read
+// back (a damaged log), and says so.
+func (co *core) lostSpilled(p *pipe) {
+	co.log.Error("store: queued chunks could not be read back; they are lost", "pipe", abbrev([]byte(p.name)),
+		"bytes", p.lost, "err", p.lostErr)
+	co.total -= p.lost // dequeue uncounted them from spilled
+	p.lost, p.lostErr = 0, nil
+	co.wakeWriters(p)
 }
 
 // compact returns the request's chunks, copied into a buffer of their own

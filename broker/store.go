@@ -113,7 +113,7 @@ func (co *core) recover(ls *logStore) error {
 		co.log.Warn("store: dropped a damaged tail", "dropped_bytes", rec.DroppedBytes,
 			"dropped_records", rec.DroppedRecords, "reason", rec.Reason)
 	}
-	n, err := replayLog(ls.log, co)
+	n, err := replayLog(ls, co)
 	if err != nil {
 		return fmt.Errorf("store: %w", err)
 	}

@@ -1,0 +1,327 @@
+package broker
+
+import (
+	"errors"
+	"fmt"
+	"slices"
+
+	"github.com/zpipes/zpipes/broker/internal/wal"
+)
+
+// Spilling: with a store, a backlog larger than memory. The store's log
+// holds every queued chunk anyway, so a writer's queue need not: once the
+// chunks the broker holds in memory pass Config.spillAbove (spillAbove by
+// default), a write is appended to the log at once and its chunks leave
+// memory; the queue keeps only where they lie, as extents. A queue is then
+// a head in memory (its fifo) and a tail on disk (its extents), and once a
+// queue has a tail, every later write of it goes there too, so its order
+// holds. When the reader reaches the end of a queue's head, the next
+// records of its first extent are read back (refill), at most loadBytes at
+// a time, in the core's goroutine: from the page cache when they are
+// recent, from the disk when the backlog is larger than the cache.
+//
+// An extent is a range of one segment of the log that holds the queue's
+// wrote records and perhaps others (another queue's writes, reads'
+// records) in between: consecutive records of a queue become one extent
+// when they lie close together (mergeGap), so a queue of a million small
+// writes does not need a million extents. Reading an extent back skips the
+// records that are not the queue's.
+//
+// What stays in memory: every queue's head, chunks given back (UNREAD,
+// NACK, a reader gone), chunks readers hold or that sit in replies not yet
+// written, and the extents (48 bytes each, about one per write whose
+// records do not lie together).
+//
+// The limits (MaxPipeBytes, MaxTotalBytes) still bound what is queued, in
+// memory or on disk: they are the backpressure a writer sees and the
+// store's quota, not the broker's memory, which spillAbove bounds.
+type spill struct {
+	extents       []extent
+	spilledChunks int
+	spilledCost   int // their bytes, with chunkOverhead each
+}
+
+// extent is a range of the log holding a writer queue's chunks: the wrote
+// records of that queue that start in segment seg at offsets from from up
+// to to (the end of the last one). chunks and cost are what is left of it.
+type extent struct {
+	seg      uint64
+	from, to int64
+	chunks   int
+	cost     int // bytes with chunkOverhead each
+}
+
+const (
+	// spillAbove is how many bytes of chunks the broker holds in memory,
+	// with chunkOverhead each, before writes go to the store's log only.
+	spillAbove = 16 << 20
+	// loadBytes is about how much of the log a refill reads (at least one
+	// record).
+	loadBytes = 1 << 20
+	// mergeGap is how far apart two records of a queue may lie in a
+	// segment and still make one extent: what a refill may read in vain.
+	mergeGap = 64 << 10
+)
+
+// loader reads spilled chunks back: the store's side of spilling.
+type loader interface {
+	// load reads the records of queue qid in segment seg from from up to
+	// to, about loadBytes of them, and returns their chunks and the offset
+	// where the next read starts.
+	load(qid uint64, seg uint64, from, to int64) ([]item, int64, error)
+}
+
+// addExtent appends chunks on disk to the queue's tail, in one extent with
+// the last one if they lie close enough.
+func (q *writerQueue) addExtent(e extent) {
+	q.spilledChunks += e.chunks
+	q.spilledCost += e.cost
+	if n := len(q.extents); n > 0 {
+		last := &q.extents[n-1]
+		if last.seg == e.seg && e.from >= last.to && e.from-last.to <= mergeGap {
+			last.to = e.to
+			last.chunks += e.chunks
+			last.cost += e.cost
+			return
+		}
+	}
+	q.extents = append(q.extents, e)
+}
+
+// enqueueSpilled adds chunks a store holds on disk at the end of a
+// writer's queue.
+func (p *pipe) enqueueSpilled(q *writerQueue, e extent) {
+	q.addExtent(e)
+	p.chunks += e.chunks
+	p.bytes += e.cost
+	p.spilled += e.cost
+	p.place(q)
+}
+
+// errShortExtent says an extent held fewer live chunks than counted: the
+// log does not say what the broker recorded.
+var errShortExtent = errors.New("fewer chunks on disk than queued")
+
+// refill reads the next chunks of a queue's tail into its head: the
+// records of its first extent, until some are read. An extent that cannot
+// be read back is dropped, and what it held is counted in lost.
+func (p *pipe) refill(q *writerQueue) {
+	for q.len() == 0 && len(q.extents) > 0 {
+		e := &q.extents[0]
+		items, next, err := p.disk.load(q.qid, e.seg, e.from, e.to)
+		if err == nil && len(items) > e.chunks {
+			err = errShortExtent
+		}
+		if err == nil {
+			cost := itemsCost(items)
+			for _, it := range items {
+				q.push(it)
+			}
+			e.from = next
+			e.chunks -= len(items)
+			e.cost -= cost
+			q.spilledChunks -= len(items)
+			q.spilledCost -= cost
+			p.spilled -= cost
+			if e.from < e.to && e.chunks > 0 {
+				continue
+			}
+			if e.chunks == 0 && e.cost == 0 {
+				q.extents = slices.Delete(q.extents, 0, 1)
+				continue
+			}
+			err = errShortExtent
+		}
+		// Lost: uncount what is left of the extent.
+		p.lostErr = fmt.Errorf("read back %d chunks at %v: %w", e.chunks, wal.Pos{Segment: e.seg, Offset: e.from}, err)
+		p.lost += e.cost
+		p.chunks -= e.chunks
+		p.bytes -= e.cost
+		p.spilled -= e.cost
+		q.spilledChunks -= e.chunks
+		q.spilledCost -= e.cost
+		q.extents = slices.Delete(q.extents, 0, 1)
+	}
+	if len(q.extents) == 0 {
+		q.extents = nil
+	}
+}
+
+// intervals is a set of ids as sorted, disjoint, non-adjacent ranges
+// [from, to].
+type intervals [][2]uint64
+
+// normalize sorts and merges ranges added in any order.
+func (s intervals) normalize() intervals {
+	slices.SortFunc(s, func(a, b [2]uint64) int {
+		switch {
+		case a[0] < b[0]:
+			return -1
+		case a[0] > b[0]:
+			return 1
+		}
+		return 0
+	})
+	out := s[:0]
+	for _, r := range s {
+		if n := len(out); n > 0 && r[0] <= out[n-1][1]+1 {
+			out[n-1][1] = max(out[n-1][1], r[1])
+			continue
+		}
+		out = append(out, r)
+	}
+	return slices.Clip(out)
+}
+
+// index is the position of the first range that ends at or after id.
+func (s intervals) index(id uint64) int {
+	i, _ := slices.BinarySearchFunc(s, id, func(r [2]uint64, id uint64) int {
+		if r[1] < id {
+			return -1
+		}
+		return 1
+	})
+	return i
+}
+
+func (s intervals) has(id uint64) bool {
+	i := s.index(id)
+	return i < len(s) && s[i][0] <= id
+}
+
+// overlaps reports whether any id in [from, to] is in the set; covers,
+// whether all are.
+func (s intervals) overlaps(from, to uint64) bool {
+	i := s.index(from)
+	return i < len(s) && s[i][0] <= to
+}
+
+func (s intervals) covers(from, to uint64) bool {
+	i := s.index(from)
+	return i < len(s) && s[i][0] <= from && s[i][1] >= to
+}
+
+// The store's side: writes that go to the log at once, and reading them
+// back.
+
+// spillWrote records a write like wrote, but appends it to the log at once
+// (after the event's records before it), so that its place is known and
+// its chunks need not stay in memory.
+func (ls *logStore) spillWrote(pipe string, queue uint64, chunks [][]byte, firstID uint64) (extent, error) {
+	ls.flush()
+	if ls.err != nil {
+		return extent{}, ls.err
+	}
+	ls.begin(recWrote)
+	ls.str(pipe)
+	ls.uint(queue)
+	ls.uint(uint64(len(chunks)))
+	cost := 0
+	for i, c := range chunks {
+		if i == 0 {
+			ls.uint(firstID)
+		} else {
+			ls.uint(1)
+		}
+		ls.bytes(c)
+		cost += chunkCost(c)
+	}
+	return ls.appendExtent(len(chunks), cost)
+}
+
+// appendExtent appends the record in buf and returns it as an extent.
+func (ls *logStore) appendExtent(chunks, cost int) (extent, error) {
+	pos, err := ls.log.Append(ls.buf)
+	if err != nil {
+		ls.err = err
+		return extent{}, err
+	}
+	ls.unsynced = true
+	return extent{seg: pos.Segment, from: pos.Offset, to: pos.Offset + wal.RecordHeader + int64(len(ls.buf)),
+		chunks: chunks, cost: cost}, nil
+}
+
+// flush appends the records told so far, so that one appended at once
+// comes after them.
+func (ls *logStore) flush() {
+	if len(ls.recs) == 0 {
+		return
+	}
+	if ls.err == nil { // a failed log takes nothing more
+		if _, err := ls.log.Append(ls.recs...); err != nil {
+			ls.err = err
+		}
+		ls.unsynced = true
+	}
+	clear(ls.recs)
+	ls.recs = ls.recs[:0]
+}
+
+// load reads back the chunks of queue qid in records of segment seg from
+// from up to to: about loadBytes of the log. Chunks that replay found
+// consumed or moved (dead) are skipped. The chunks share the buffer the
+// log read them into.
+func (ls *logStore) load(qid uint64, seg uint64, from, to int64) ([]item, int64, error) {
+	var items []item
+	next, err := ls.log.ReadRange(seg, from, to, loadBytes, func(off int64, rec []byte) error {
+		d := decoder{b: rec}
+		if d.byte() != recWrote {
+			return nil
+		}
+		d.skip() // the pipe's name
+		if d.uint() != qid {
+			return nil
+		}
+		n := d.uint()
+		prev := uint64(0)
+		for range n {
+			id := prev + d.uint()
+			prev = id
+			data := d.view()
+			if d.err != nil {
+				break
+			}
+			if len(ls.dead) == 0 || !ls.dead.has(id) {
+				items = append(items, item{data: data, id: id})
+			}
+		}
+		if d.err != nil {
+			return fmt.Errorf("%w at %v: %v", errCorrupt, wal.Pos{Segment: seg, Offset: off}, d.err)
+		}
+		return nil
+	})
+	return items, next, err
+}
+
+// copyExtents writes a queue's tail again, for a checkpoint: its chunks
+// are read back and appended in new records, loadBytes at a time, so the
+// checkpoint never holds the backlog in memory. It returns the new tail.
+func (ls *logStore) copyExtents(pipe string, q *writerQueue) ([]extent, error) {
+	copied := writerQueue{}
+	for _, e := range q.extents {
+		for from := e.from; from < e.to; {
+			items, next, err := ls.load(q.qid, e.seg, from, e.to)
+			if err != nil {
+				return nil, err
+			}
+			from = next
+			if len(items) == 0 {
+				continue
+			}
+			ls.begin(recWrote)
+			ls.str(pipe)
+			ls.uint(q.qid)
+			ls.items(items)
+			ne, err := ls.appendExtent(len(items), itemsCost(items))
+			if err != nil {
+				return nil, err
+			}
+			copied.addExtent(ne)
+		}
+	}
+	if copied.spilledChunks != q.spilledChunks || copied.spilledCost != q.spilledCost {
+		return nil, fmt.Errorf("copy queue %d of %q: %d chunks (%d bytes) on disk, %d (%d) counted: %w",
+			q.qid, pipe, copied.spilledChunks, copied.spilledCost, q.spilledChunks, q.spilledCost, errShortExtent)
+	}
+	return copied.extents, nil
+}
