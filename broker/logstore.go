@@ -35,6 +35,7 @@ type logStore struct {
 	slack      int64     // compactSlack, smaller in tests
 	unsynced   bool      // records were appended at once since the last commit (spill.go)
 	dead       intervals // chunks replay found consumed or moved: skipped when read back
+	copyBuf    []byte    // what a checkpoint or replay reads spilled records into
 	err        error
 }
 

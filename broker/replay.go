@@ -246,6 +246,7 @@ func (rs *replayState) build(ls *logStore, co *core) error {
 	}
 	dead = dead.normalize()
 	ls.dead = dead
+	ls.copyBuf = make([]byte, 0, copyBytes)
 	if err := rs.fetch(ls, need); err != nil {
 		return err
 	}
@@ -317,7 +318,7 @@ func liveExtent(ls *logStore, qid uint64, e *replayExtent) error {
 	}
 	e.chunks, e.cost = 0, 0
 	for from := e.from; from < e.to; {
-		items, next, err := ls.load(qid, e.seg, from, e.to)
+		items, next, err := ls.loadInto(ls.copyBuf, copyBytes, qid, e.seg, from, e.to)
 		if err != nil {
 			return fmt.Errorf("replay: %w", err)
 		}
@@ -347,7 +348,7 @@ func (rs *replayState) fetch(ls *logStore, need map[uint64][]byte) error {
 					continue
 				}
 				for from := e.from; from < e.to; {
-					next, err := ls.log.ReadRange(e.seg, from, e.to, loadBytes, func(_ int64, rec []byte) error {
+					next, err := ls.log.ReadRange(e.seg, from, e.to, copyBytes, ls.copyBuf, func(_ int64, rec []byte) error {
 						d := decoder{b: rec}
 						if d.byte() != recWrote {
 							return nil

@@ -262,8 +262,14 @@ func (ls *logStore) flush() {
 // consumed or moved (dead) are skipped. The chunks share the buffer the
 // log read them into.
 func (ls *logStore) load(qid uint64, seg uint64, from, to int64) ([]item, int64, error) {
+	return ls.loadInto(nil, loadBytes, qid, seg, from, to)
+}
+
+// loadInto is load reading about limit bytes into buf, for chunks that are
+// not kept past the next read.
+func (ls *logStore) loadInto(buf []byte, limit int, qid uint64, seg uint64, from, to int64) ([]item, int64, error) {
 	var items []item
-	next, err := ls.log.ReadRange(seg, from, to, loadBytes, func(off int64, rec []byte) error {
+	next, err := ls.log.ReadRange(seg, from, to, limit, buf, func(off int64, rec []byte) error {
 		d := decoder{b: rec}
 		if d.byte() != recWrote {
 			return nil
@@ -293,14 +299,25 @@ func (ls *logStore) load(qid uint64, seg uint64, from, to int64) ([]item, int64,
 	return items, next, err
 }
 
+// copyBytes is about how much of the log a checkpoint reads at a time, into
+// one buffer: the records it writes then fit the log's buffers.
+const copyBytes = 256 << 10
+
+// copyPending is how much of a checkpoint's copy may wait for the log's
+// syncer: a few of its buffers, which it then reuses (wal.Log.Hold).
+const copyPending = 2 << 20
+
 // copyExtents writes a queue's tail again, for a checkpoint: its chunks
-// are read back and appended in new records, loadBytes at a time, so the
+// are read back and appended in new records, copyBytes at a time, so the
 // checkpoint never holds the backlog in memory. It returns the new tail.
 func (ls *logStore) copyExtents(pipe string, q *writerQueue) ([]extent, error) {
+	if ls.copyBuf == nil {
+		ls.copyBuf = make([]byte, 0, copyBytes)
+	}
 	copied := writerQueue{}
 	for _, e := range q.extents {
 		for from := e.from; from < e.to; {
-			items, next, err := ls.load(q.qid, e.seg, from, e.to)
+			items, next, err := ls.loadInto(ls.copyBuf, copyBytes, q.qid, e.seg, from, e.to)
 			if err != nil {
 				return nil, err
 			}
@@ -317,6 +334,7 @@ func (ls *logStore) copyExtents(pipe string, q *writerQueue) ([]extent, error) {
 				return nil, err
 			}
 			copied.addExtent(ne)
+			ls.log.Hold(copyPending)
 		}
 	}
 	if copied.spilledChunks != q.spilledChunks || copied.spilledCost != q.spilledCost {

@@ -237,6 +237,22 @@ func (l *Log) Append(recs ...[]byte) (Pos, error) {
 	return first, nil
 }
 
+// Hold waits until at most n appended bytes wait for the syncer (or the
+// log has failed or is closing). Append alone lets maxPending bytes wait,
+// which a long run of appends (a checkpoint copying a backlog) turns over
+// as fresh buffers; holding it to a few writeChunks keeps the syncer's
+// buffers in reuse.
+func (l *Log) Hold(n int) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.pendingBytes > n {
+		l.signal()
+	}
+	for l.pendingBytes > n && l.err == nil && !l.closing {
+		l.space.Wait()
+	}
+}
+
 // tail is the pending piece that n bytes for segment num go to. A full
 // buffer is followed by a new one rather than grown, so that no appended
 // byte is copied twice.

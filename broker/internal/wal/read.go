@@ -21,10 +21,11 @@ import (
 // calls fn with each record's offset and payload, in order. It reads at
 // most about limit bytes, but always one whole record; it returns the
 // offset after the last record it passed to fn (to once the range is
-// done). The payloads passed to fn share one buffer, allocated for this
-// call and never reused: fn may keep slices of them. A checksum that fails
-// is an error: nothing corrupt is ever passed to fn.
-func (l *Log) ReadRange(seg uint64, from, to int64, limit int, fn func(off int64, rec []byte) error) (int64, error) {
+// done). The payloads passed to fn share one buffer: buf if it is large
+// enough, else one allocated for this call and never reused, so that fn
+// may keep slices of them when buf is nil. A checksum that fails is an
+// error: nothing corrupt is ever passed to fn.
+func (l *Log) ReadRange(seg uint64, from, to int64, limit int, buf []byte, fn func(off int64, rec []byte) error) (int64, error) {
 	wrap := func(err error) error { return fmt.Errorf("read %s at %d: %w", segName(seg), from, err) }
 	if from >= to {
 		return to, nil
@@ -34,7 +35,11 @@ func (l *Log) ReadRange(seg uint64, from, to int64, limit int, fn func(off int64
 	if err != nil {
 		return from, wrap(err)
 	}
-	buf := make([]byte, end-from)
+	if int64(cap(buf)) >= end-from {
+		buf = buf[:end-from]
+	} else {
+		buf = make([]byte, end-from)
+	}
 	if _, err := f.ReadAt(buf, from); err != nil {
 		return from, wrap(err)
 	}

@@ -14,7 +14,7 @@ func readAllRange(t *testing.T, l *Log, seg uint64, from, to int64, limit int) (
 	t.Helper()
 	var recs [][]byte
 	for from < to {
-		next, err := l.ReadRange(seg, from, to, limit, func(_ int64, rec []byte) error {
+		next, err := l.ReadRange(seg, from, to, limit, nil, func(_ int64, rec []byte) error {
 			recs = append(recs, rec)
 			return nil
 		})
@@ -52,7 +52,7 @@ func TestReadRangeReadsRecordsNotYetWritten(t *testing.T) {
 	}
 	// A range in the middle: from the position of the tenth record.
 	var tenth int64
-	_, err = l.ReadRange(first.Segment, first.Offset, end.Offset, 1<<20, func(off int64, _ []byte) error {
+	_, err = l.ReadRange(first.Segment, first.Offset, end.Offset, 1<<20, make([]byte, 0, 64), func(off int64, _ []byte) error {
 		if tenth == 0 && off > first.Offset {
 			tenth = off // the second; step on to the tenth below
 		}
@@ -113,5 +113,22 @@ func TestReadRangeOfADroppedSegmentFails(t *testing.T) {
 	mustOK(t, l.Close())
 	if _, err := readAllRange(t, l, end.Segment+1, headerSize, headerSize+100, 1<<20); !errors.Is(err, ErrClosed) {
 		t.Fatalf("read after Close: %v, want ErrClosed", err)
+	}
+}
+
+// Hold returns once the syncer has taken what was appended down to the
+// bound, without a Sync.
+func TestHoldWaitsForTheSyncerToTakeAppends(t *testing.T) {
+	l := openT(t, t.TempDir(), Options{SyncEvery: time.Hour})
+	for i := range 100 {
+		_, err := l.Append(make([]byte, 10<<10+i))
+		mustOK(t, err)
+	}
+	l.Hold(0)
+	l.mu.Lock()
+	pending := l.pendingBytes
+	l.mu.Unlock()
+	if pending != 0 {
+		t.Fatalf("%d bytes pending after Hold(0)", pending)
 	}
 }
