@@ -21,7 +21,8 @@ import (
 // compaction, which writes the whole live state (pipes, open counts,
 // writers' queues in their order, chunks given back, chunks taken and not
 // yet consumed) as a checkpoint and then deletes every segment before it,
-// like a Redis AOF rewrite. It runs when the log has grown past twice what
+// like a Redis AOF rewrite. Queues whose tails are on disk only (spill.go)
+// are copied from the old segments to the checkpoint as it is written. It runs when the log has grown past twice what
 // is live plus compactSlack, so the disk holds at most about twice the
 // queued bytes plus compactSlack, and each byte written is copied at most
 // once more on average.
