@@ -92,6 +92,16 @@
 #       57536 of 17139200 (0.34%, at most 0.005 s of writing); duplicates,
 #       holes 0; recovery median 1.26 s (max 7.52)
 #     The store that froze before drained 5841216 of 5841216, 2 of 2 times.
+#
+#   With spilling (d43a40a: queues past 16 MiB of chunks in memory wait on
+#   disk only, and replay builds them as extents of the log), RUNS=10
+#   SYNC_RUNS=10, SEED=31806, 86 s:
+#     fsync: drained 10 of 10; acknowledged lost 0 of 17840192; duplicates,
+#       holes, leftovers, store errors 0; stored beyond N median 1088;
+#       recovery median 0.17 s (max 0.43); no torn tail
+#     --sync-every 1s: drained 10 of 10; acknowledged lost 78976 of
+#       25850240 (0.31%, at most 0.009 s of writing); duplicates, holes 0;
+#       recovery median 0.22 s (max 0.56)
 source "$(dirname "$0")/lib.sh"
 zp_init
 
