@@ -32,6 +32,7 @@ type replayState struct {
 	fresh    map[uint64][]byte // chunks given back as new (UNREAD, checkpoint)
 	consumed intervals         // added in any order; normalized at the end
 	sorted   int               // how much of consumed is normalized
+	dead     intervals         // a checkpoint's recDead: not in their queues, not consumed either
 }
 
 type replayPipe struct {
@@ -41,15 +42,16 @@ type replayPipe struct {
 	returned [][]uint64   // blocks put back at the head, oldest first
 }
 
-// replayQueue is a writer's queue as extents, each with the range of ids
-// its records hold.
+// replayQueue is a writer's queue as extents.
 type replayQueue struct {
 	exts []replayExtent
 }
 
+// replayExtent is an extent of a queue's wrote records, or one a
+// checkpoint kept where it lay (ref), which nothing is merged into.
 type replayExtent struct {
 	extent
-	first, last uint64
+	ref bool
 }
 
 type replayStep struct {
@@ -59,6 +61,17 @@ type replayStep struct {
 
 func newReplayState() *replayState {
 	return &replayState{nextID: 1, pipes: make(map[string]*replayPipe), fresh: make(map[uint64][]byte)}
+}
+
+// queue returns a writer's queue, starting it if it is new.
+func (p *replayPipe) queue(qid uint64) *replayQueue {
+	q := p.queues[qid]
+	if q == nil {
+		q = &replayQueue{}
+		p.queues[qid] = q
+		p.steps = append(p.steps, replayStep{queue: qid})
+	}
+	return q
 }
 
 func (rs *replayState) pipe(name string) *replayPipe {
@@ -121,15 +134,10 @@ func (rs *replayState) apply(typ byte, d *decoder, pos wal.Pos, end int64) error
 		p := rs.pipe(d.str())
 		qid := d.uint()
 		e := rs.extent(d, pos, end)
-		q := p.queues[qid]
-		if q == nil {
-			q = &replayQueue{}
-			p.queues[qid] = q
-			p.steps = append(p.steps, replayStep{queue: qid})
-		}
+		q := p.queue(qid)
 		if n := len(q.exts); n > 0 {
 			last := &q.exts[n-1]
-			if last.seg == e.seg && e.from-last.to <= mergeGap {
+			if !last.ref && last.seg == e.seg && e.from-last.to <= mergeGap {
 				last.to = e.to
 				last.chunks += e.chunks
 				last.cost += e.cost
@@ -138,6 +146,23 @@ func (rs *replayState) apply(typ byte, d *decoder, pos wal.Pos, end int64) error
 			}
 		}
 		q.exts = append(q.exts, e)
+	case recSpilled:
+		p := rs.pipe(d.str())
+		q := p.queue(d.uint())
+		e := extent{seg: d.uint(), from: int64(d.uint()), to: int64(d.uint()), chunks: int(d.uint()),
+			cost: int(d.uint()), first: d.uint(), last: d.uint()}
+		q.exts = append(q.exts, replayExtent{extent: e, ref: true})
+		rs.nextID = max(rs.nextID, e.last+1)
+	case recDead:
+		n := d.uint()
+		for range n {
+			from, count := d.uint(), d.uint()
+			if d.err != nil || count == 0 {
+				d.fail()
+				break
+			}
+			rs.dead = append(rs.dead, [2]uint64{from, from + count - 1})
+		}
 	case recFinished:
 		p := rs.pipe(d.str())
 		p.steps = append(p.steps, replayStep{queue: d.uint(), finish: true})
@@ -158,7 +183,7 @@ func (rs *replayState) apply(typ byte, d *decoder, pos wal.Pos, end int64) error
 // extent reads a wrote record's chunks for their count, bytes and ids, and
 // keeps none of them.
 func (rs *replayState) extent(d *decoder, pos wal.Pos, end int64) replayExtent {
-	e := replayExtent{extent: extent{seg: pos.Segment, from: pos.Offset, to: end}, first: ^uint64(0)}
+	e := replayExtent{extent: extent{seg: pos.Segment, from: pos.Offset, to: end, first: ^uint64(0)}}
 	n := d.uint()
 	prev := uint64(0)
 	for range n {
@@ -221,7 +246,7 @@ func (rs *replayState) build(ls *logStore, co *core) error {
 	// more than once is where it went last. A chunk given back is dead in
 	// its writer's queue.
 	heads := make(map[string][]uint64)
-	dead := slices.Clone(consumed)
+	dead := append(slices.Clone(consumed), rs.dead...)
 	need := make(map[uint64][]byte) // known chunks given back: their data, found below
 	for name, rp := range rs.pipes {
 		moved := make(map[uint64]bool)

@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/go-zeromq/zmq4"
+	"github.com/zpipes/zpipes/broker/internal/wal"
 	"golang.org/x/sys/unix"
 )
 
@@ -64,8 +65,10 @@ type Config struct {
 	storeSlack int64
 	testStore  store
 	// spillAbove, if set, replaces spillAbove (spill.go), so tests spill
-	// small queues.
-	spillAbove int
+	// small queues; storeSegment, if set, is the log's segment size, so
+	// tests have many segments.
+	spillAbove   int
+	storeSegment int64
 	// beforeAccept, if set, runs before each accept: tests hold the
 	// accept loop with it.
 	beforeAccept func()
@@ -201,7 +204,7 @@ func Listen(cfg Config) (*Server, error) {
 		st = cfg.testStore
 	}
 	if cfg.Store != "" {
-		ls, err := openLogStore(cfg.Store, cfg.StoreSyncEvery, cfg.Logger)
+		ls, err := openLogStore(cfg.Store, wal.Options{SyncEvery: cfg.StoreSyncEvery, SegmentBytes: cfg.storeSegment}, cfg.Logger)
 		if err != nil {
 			return nil, err
 		}

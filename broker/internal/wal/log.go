@@ -370,6 +370,24 @@ func (l *Log) DropBefore(pos Pos) error {
 	return nil
 }
 
+// Segment is a segment file's number and size.
+type Segment struct {
+	Num  uint64
+	Size int64
+}
+
+// Segments lists the segments, oldest first, with their sizes (buffered
+// bytes included).
+func (l *Log) Segments() []Segment {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	out := make([]Segment, len(l.segs))
+	for i, s := range l.segs {
+		out[i] = Segment{s.num, s.size}
+	}
+	return out
+}
+
 // Size is the bytes in all segments, those still buffered included.
 func (l *Log) Size() int64 {
 	l.mu.Lock()
