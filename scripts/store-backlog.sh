@@ -29,23 +29,26 @@
 #        binary, ZP_KEEP=1 keeps the work directory, ZP_PREFIX=name prefix)
 # TMPDIR must be on a real disk, not tmpfs (whose pages count as memory).
 #
-# Figures, 2026-11-29, 2 cores, ext4 /tmp (virtual disk), d43a40a, defaults
-# (2,097,152 x 1 KiB = 2 GiB, SIGKILL, limits 3GiB), two runs, 20 s and 26 s:
-#   queue: 4.86 s (442 MB/s) / 6.5 s; broker VmRSS sampled max 63.5 MB,
-#     VmHWM 68.5 / 70.3 MB; DIR 2153.8 MB = 1.003 x payload
-#   restart after SIGKILL: ls answers after 1.51 / 2.28 s ("store recovered"
-#     records=2049 chunks=2097152); VmRSS 16.0 MB, VmHWM 17.7 / 17.5 MB
-#   drain: 2097152 lines in 13.5 / 17.7 s, every one the line written there,
-#     in order; VmRSS sampled max 58.4 / 58.2 MB, VmHWM (restart and drain)
-#     58.5 / 60.3 MB; four compactions on the way, copying 1.04 GB, 0.47 GB,
-#     0.19 GB, 0.06 GB of spilled chunks, which held the core 2.8 / 3.5 s,
-#     1.0 / 1.9 s, 0.4 / 0.3 s, 0.16 / 0.09 s
-#   drained: DIR 54.7 MB; a restart finds 0 chunks
-#   verdict: OK (VmHWM <= 100 MB throughout)
-# Before the fix for the checkpoint's buffers (9fdc9a6, the copy turning
-# over 16 MiB of the log's buffers), the drain peaked at 105-108 MB, all of
-# it during the first compaction. Before spilling (store-recovery.sh's
-# figures), 1 GiB queued took 1.4 GiB of RSS after a restart.
+# Figures, 2026-11-29, 2 cores, ext4 /tmp (virtual disk), f3caee4, defaults
+# (2,097,152 x 1 KiB = 2 GiB, limits 3GiB), STOP=kill (23 s) / STOP=term (28 s):
+#   queue: 6.40 s (336 MB/s) / 10.84 s (198 MB/s); VmRSS sampled max 68.5 /
+#     72.5 MB, VmHWM 68.3 / 72.3 MB; DIR 2153.8 MB = 1.003 x payload
+#   restart: ls answers after 2.22 / 3.28 s ("store recovered" records=2049
+#     chunks=2097152); VmRSS 13.8 / 15.0 MB, VmHWM 17.5 / 17.6 MB
+#   drain: 2097152 lines in 13.6 / 13.7 s, every one the line written
+#     there, in order; VmRSS sampled max 48.1 / 48.2 MB, VmHWM (restart and
+#     drain) 52.3 / 49.2 MB; five compactions on the way: the first four
+#     kept 16, 9, 6 and 5 segments of the backlog and copied nothing, the
+#     last copied 19 MB; each held the core 7-142 ms
+#   drained: DIR 22.1 MB; a restart finds 0 chunks
+#   verdict: OK (VmHWM <= 100 MB throughout), both runs
+# On the way there, same machine: 9fdc9a6 (every compaction copied the
+# spilled backlog, through fresh buffers) peaked at 105-108 MB draining,
+# all of it in the first compaction; becff2d (one reused buffer, the log's
+# pending bytes held to 2 MiB) at 58-60 MB, but its compactions copied
+# 1.04, 0.46, 0.19 and 0.05 GB and held the core 2.8-3.5 s, 1-1.9 s,
+# 0.3-0.4 s and 0.1-0.16 s. Before spilling (store-recovery.sh's figures),
+# 1 GiB queued took 1.4 GiB of RSS after a restart.
 source "$(dirname "$0")/lib.sh"
 zp_init
 
