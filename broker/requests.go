@@ -191,15 +191,10 @@ func (co *core) write(c *conn, p *pipe, req *Request) (reply, bool) {
 	co.nextID += uint64(len(chunks))
 	before := p.cost()
 	if co.spills(c, p, req) {
-		q := p.queueOf(c.id, firstID)
-		e, err := co.disk.spillWrote(p.name, q.qid, chunks, firstID)
-		if err != nil {
+		if err := co.spillWrite(c, p, chunks, firstID); err != nil {
 			co.recount(p, before)
-			co.storeFailed(err)
 			return co.fail(c, req, fmt.Errorf("%w: %v", ErrStore, err)), true
 		}
-		p.enqueueSpilled(q, e)
-		co.spilled += e.cost
 	} else {
 		q := p.enqueueChunks(c.id, chunks, firstID)
 		if co.persist {
@@ -294,28 +289,6 @@ func (co *core) read(c *conn, p *pipe, req *Request) (reply, bool) {
 		}
 	}
 	return reply{pipe: p, items: items, frames: frames}, true
-}
-
-// spills reports whether a write goes to the store's log only: its queue
-// has chunks there already, or the chunks in memory would pass spillAbove.
-func (co *core) spills(c *conn, p *pipe, req *Request) bool {
-	if co.disk == nil {
-		return false
-	}
-	if q := p.writers[c.id]; q != nil && len(q.extents) > 0 {
-		return true
-	}
-	return co.total-co.spilled+req.Size+chunkOverhead*len(req.Chunks) > co.spillAbove
-}
-
-// lostSpilled uncounts spilled chunks of the pipe that could not be read
-// back (a damaged log), and says so.
-func (co *core) lostSpilled(p *pipe) {
-	co.log.Error("store: queued chunks could not be read back; they are lost", "pipe", abbrev([]byte(p.name)),
-		"bytes", p.lost, "err", p.lostErr)
-	co.total -= p.lost // dequeue uncounted them from spilled
-	p.lost, p.lostErr = 0, nil
-	co.wakeWriters(p)
 }
 
 // compact returns the request's chunks, copied into a buffer of their own

@@ -237,22 +237,6 @@ func (l *Log) Append(recs ...[]byte) (Pos, error) {
 	return first, nil
 }
 
-// Hold waits until at most n appended bytes wait for the syncer (or the
-// log has failed or is closing). Append alone lets maxPending bytes wait,
-// which a long run of appends (a checkpoint copying a backlog) turns over
-// as fresh buffers; holding it to a few writeChunks keeps the syncer's
-// buffers in reuse.
-func (l *Log) Hold(n int) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	if l.pendingBytes > n {
-		l.signal()
-	}
-	for l.pendingBytes > n && l.err == nil && !l.closing {
-		l.space.Wait()
-	}
-}
-
 // tail is the pending piece that n bytes for segment num go to. A full
 // buffer is followed by a new one rather than grown, so that no appended
 // byte is copied twice.
@@ -368,24 +352,6 @@ func (l *Log) DropBefore(pos Pos) error {
 		return fmt.Errorf("drop before %v: %w", pos, err)
 	}
 	return nil
-}
-
-// Segment is a segment file's number and size.
-type Segment struct {
-	Num  uint64
-	Size int64
-}
-
-// Segments lists the segments, oldest first, with their sizes (buffered
-// bytes included).
-func (l *Log) Segments() []Segment {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	out := make([]Segment, len(l.segs))
-	for i, s := range l.segs {
-		out[i] = Segment{s.num, s.size}
-	}
-	return out
 }
 
 // Size is the bytes in all segments, those still buffered included.

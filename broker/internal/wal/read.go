@@ -8,7 +8,10 @@ import (
 )
 
 // Reading records back while the log is written: the broker keeps a long
-// queue on disk only and reads its chunks back as the reader reaches them.
+// queue on disk only and reads its chunks back as the reader reaches them;
+// and what such a caller needs besides (Segments, to choose what a
+// checkpoint keeps; Hold, to copy a backlog into a checkpoint in little
+// memory).
 //
 // Records are read from the segment files, so from the page cache when
 // they are recent; a record appended and not yet written (it is still in
@@ -125,5 +128,39 @@ func (l *Log) closeReaders(before uint64) {
 			f.Close()
 			delete(l.readers, num)
 		}
+	}
+}
+
+// Segment is a segment file's number and size.
+type Segment struct {
+	Num  uint64
+	Size int64
+}
+
+// Segments lists the segments, oldest first, with their sizes (buffered
+// bytes included).
+func (l *Log) Segments() []Segment {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	out := make([]Segment, len(l.segs))
+	for i, s := range l.segs {
+		out[i] = Segment{s.num, s.size}
+	}
+	return out
+}
+
+// Hold waits until at most n appended bytes wait for the syncer (or the
+// log has failed or is closing). Append alone lets maxPending bytes wait,
+// which a long run of appends (a checkpoint copying a backlog) turns over
+// as fresh buffers; holding it to a few writeChunks keeps the syncer's
+// buffers in reuse.
+func (l *Log) Hold(n int) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.pendingBytes > n {
+		l.signal()
+	}
+	for l.pendingBytes > n && l.err == nil && !l.closing {
+		l.space.Wait()
 	}
 }
