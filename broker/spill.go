@@ -30,7 +30,11 @@ import (
 // What stays in memory: every queue's head, chunks given back (UNREAD,
 // NACK, a reader gone), chunks readers hold or that sit in replies not yet
 // written, and the extents (56 bytes each, about one per write whose
-// records do not lie together).
+// records do not lie together). A refill reads whole records, so a queue
+// the reader has reached holds the rest of the write it last read back
+// (`cat -w` writes up to 1 MiB at a time): a pipe with many writers whose
+// queues all spilled holds about one write per writer while the reader
+// goes round them, whatever spillAbove says.
 //
 // The limits (MaxPipeBytes, MaxTotalBytes) still bound what is queued, in
 // memory or on disk: they are the backpressure a writer sees and the
