@@ -7,6 +7,7 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
+	"sync"
 	"testing"
 
 	"github.com/zpipes/zpipes/broker/internal/wal"
@@ -446,4 +447,46 @@ func TestKeptSegmentsRememberWhatWasConsumed(t *testing.T) {
 	r.restart()
 	got := readAll(t, r.dial(), "big", n-505)
 	check(got, 505)
+}
+
+// Streaming writers and a streaming reader at once, while queues spill and
+// the log is compacted and kept in small segments, and a restart in the
+// middle: each writer's chunks come back complete, once each, in order.
+func TestStreamsThroughSpilledQueuesAndARestart(t *testing.T) {
+	r := startStored(t, t.TempDir(), spillTiny, func(c *Config) { c.storeSegment = 64 << 10 })
+	ctx := testCtx(t)
+	const writers, n = 4, 3000
+	c := r.dial()
+	mustOK(t, c.Open(ctx, "p"))
+	var wg sync.WaitGroup
+	for w := range writers {
+		wc := r.dial()
+		wg.Go(func() {
+			sw, err := wc.NewWriter(ctx, "p", WriterOptions{Batch: 1 + w*17})
+			if err != nil {
+				t.Error(err)
+				return
+			}
+			for i := range n {
+				if err := sw.Write(line(string(rune('a'+w)), i)); err != nil {
+					t.Error(err)
+					return
+				}
+			}
+			if _, err := sw.Close(); err != nil {
+				t.Error(err)
+			}
+		})
+	}
+	// Read about half while they write.
+	first := readAll(t, c, "p", writers*n/2)
+	wg.Wait()
+	_, err := c.List(ctx) // answered after the ACKs
+	mustOK(t, err)
+	r.restart()
+	rest := readAll(t, r.dial(), "p", writers*n-len(first))
+	checkWriters(t, append(first, rest...), map[string]int{"a": 0, "b": 0, "c": 0, "d": 0}, n)
+	if total, _, spilled := books(t, r.s); total != 0 || spilled != 0 {
+		t.Fatalf("drained: %d bytes counted, %d spilled", total, spilled)
+	}
 }
