@@ -258,9 +258,14 @@ func (co *core) spills(c *conn, p *pipe, req *Request) bool {
 
 // spillWrite queues a write's chunks on disk only.
 func (co *core) spillWrite(c *conn, p *pipe, chunks [][]byte, firstID uint64) error {
+	fresh := p.writers[c.id] == nil
 	q := p.queueOf(c.id, firstID)
 	e, err := co.disk.spillWrote(p.name, q.qid, chunks, firstID)
 	if err != nil {
+		if fresh { // nothing was queued: no queue either
+			delete(p.writers, c.id)
+			p.queues--
+		}
 		co.storeFailed(err)
 		return err
 	}
