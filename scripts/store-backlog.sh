@@ -7,22 +7,24 @@
 #
 #   1. `zpipes serve --store DIR` (limits raised to hold the queue: they
 #      bound what is queued, on disk or in memory);
-#   2. `zpipes cat -w` queues N lines of SIZE bytes (default 2,097,152 x
-#      1 KiB = 2 GiB) into one pipe, no reader: time, rate, `du -sb DIR`;
+#   2. WRITERS concurrent `zpipes cat -w` (default 1) queue N lines of SIZE
+#      bytes in all (default 2,097,152 x 1 KiB = 2 GiB) into one pipe, no
+#      reader: time, rate, `du -sb DIR`;
 #      the broker's VmRSS is sampled every 0.1 s meanwhile (max reported)
 #      and its VmHWM read at the end;
 #   3. the broker is stopped (STOP=kill: SIGKILL, or term) and restarted on
 #      DIR: the time until `zpipes ls` answers, VmRSS and VmHWM then, and
 #      `zpipes ls` must show all N chunks;
 #   4. `zpipes cat -r -n N` drains the pipe; every line must be the one
-#      written, byte for byte and in order (awk rebuilds each expected line
-#      and compares), with VmRSS sampled meanwhile and VmHWM at the end;
+#      written, byte for byte and in its writer's order (awk rebuilds each
+#      expected line and compares), with VmRSS sampled meanwhile and VmHWM
+#      at the end;
 #      the broker's compactions are shown (how long the core spent in each);
 #   5. DIR after the drain, and a restart must find 0 chunks queued.
 # The verdict is OK if every line came back in order and every VmHWM is at
 # most TARGET_MB (default 100, in 10^6 bytes).
 #
-# Usage: scripts/store-backlog.sh   (env: N=2097152 SIZE=1024 STOP=kill
+# Usage: scripts/store-backlog.sh   (env: N=2097152 SIZE=1024 WRITERS=1 STOP=kill
 #        LIMIT=3GiB (--max-pipe-bytes and --max-total-bytes; 2 GiB of 1 KiB
 #        chunks counts 2.25 GB with their overhead) SERVE_FLAGS=""
 #        TARGET_MB=100 DRAIN_TIMEOUT=600 SERVE_WAIT=300 ZPIPES_BIN=prebuilt
@@ -42,6 +44,17 @@
 #     last copied 19 MB; each held the core 7-142 ms
 #   drained: DIR 22.1 MB; a restart finds 0 chunks
 #   verdict: OK (VmHWM <= 100 MB throughout), both runs
+# WRITERS=16 (16 cat -w at once, 128 MiB each), same commit, 19 s: queue
+#   5.25 s (409 MB/s), VmHWM 285.8 MB: OVER the target. The Go heap's live
+#   bytes after each GC were 100-136 MB while queuing (GODEBUG=gctrace=1):
+#   each writer keeps 4 MiB of MWRITEs in flight (cat -w's window) while its
+#   replies wait for the fsync, and the log's buffers hold up to 16 MiB
+#   more; the heap doubles that before a GC. Restart 1.72 s, VmHWM 18.0 MB;
+#   drain 12.0 s in order, VmHWM 128.0 MB: OVER (live heap about 50 MB: a
+#   record of 1 MiB read back per writer's queue, replies, the copies of two
+#   compactions that kept nothing: 117 MB in 293 ms, 17 MB in 40 ms).
+#   Queued chunks are on disk; what grows with the writers is their
+#   requests in flight and one read-back write each.
 # On the way there, same machine: 9fdc9a6 (every compaction copied the
 # spilled backlog, through fresh buffers) peaked at 105-108 MB draining,
 # all of it in the first compaction; becff2d (one reused buffer, the log's
@@ -53,6 +66,7 @@ source "$(dirname "$0")/lib.sh"
 zp_init
 
 N=${N:-2097152}
+WRITERS=${WRITERS:-1}
 SIZE=${SIZE:-1024}
 STOP=${STOP:-kill}
 LIMIT=${LIMIT:-3GiB}
@@ -60,7 +74,8 @@ SERVE_FLAGS=${SERVE_FLAGS:-}
 TARGET_MB=${TARGET_MB:-100}
 DRAIN_TIMEOUT=${DRAIN_TIMEOUT:-600}
 SERVE_WAIT=${SERVE_WAIT:-300}
-((SIZE >= 11)) || { echo "SIZE must be at least 11" >&2; exit 2; }
+((SIZE >= 13)) || { echo "SIZE must be at least 13" >&2; exit 2; }
+((N % WRITERS == 0)) || { echo "N must be a multiple of WRITERS" >&2; exit 2; }
 W=$ZP_WORK
 DIR=$W/store
 PAYLOAD=$((N * SIZE))
@@ -73,10 +88,12 @@ secs() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.2f", b - a }'; }
 mb() { awk -v k="$1" 'BEGIN { printf "%.1f MB", k * 1024 / 1e6 }'; } # from kB
 dmb() { awk -v b="$1" 'BEGIN { printf "%.1f MB", b / 1e6 }'; }       # from bytes
 kb() { zp_status "$ZP_BROKER" "$1"; }
+# gen W: writer W's N/WRITERS lines of SIZE bytes (the newline not
+# counted): the writer, a number, padding.
 gen() {
-	awk -v N="$N" -v S="$SIZE" 'BEGIN {
-		pad = sprintf("%*s", S - 10, ""); gsub(/ /, "x", pad)
-		for (i = 1; i <= N; i++) printf "%010d%s\n", i, pad }'
+	awk -v N=$((N / WRITERS)) -v S="$SIZE" -v w="$1" 'BEGIN {
+		pad = sprintf("%*s", S - 12, ""); gsub(/ /, "x", pad)
+		for (i = 1; i <= N; i++) printf "%02d%010d%s\n", w, i, pad }'
 }
 
 # sample FILE: VmRSS of the broker every 0.1 s into FILE until stopped.
@@ -106,7 +123,8 @@ check_hwm() { # PHASE KB
 }
 
 mkdir -p "$DIR"
-echo "store-backlog: N=$N x SIZE=$SIZE B = payload $(dmb $PAYLOAD) ($((PAYLOAD >> 20)) MiB); stop by $STOP; serve ${FLAGS[*]}"
+WPIDS=()
+echo "store-backlog: N=$N x SIZE=$SIZE B, WRITERS=$WRITERS = payload $(dmb $PAYLOAD) ($((PAYLOAD >> 20)) MiB); stop by $STOP; serve ${FLAGS[*]}"
 echo "endpoint $ZPIPES_ENDPOINT, binary $ZP, work $W ($(df -h --output=fstype,avail "$W" | tail -1 | xargs))"
 T0=$SECONDS
 
@@ -114,10 +132,13 @@ T0=$SECONDS
 ZP_BROKER_LOG=$W/broker-1.log zp_serve "${FLAGS[@]}"
 sample_start "$W/rss-queue"
 t0=$(now)
-if ! gen | "$ZP" cat -w "$PIPE" 2>"$W/writer.err"; then
-	echo "  the writer failed: $(cat "$W/writer.err")"
-	exit 1
-fi
+for w in $(seq 1 "$WRITERS"); do
+	gen "$w" | "$ZP" cat -w "$PIPE" 2>"$W/writer-$w.err" &
+	WPIDS+=($!)
+done
+for pid in "${WPIDS[@]}"; do
+	wait "$pid" || { echo "  a writer failed: $(cat "$W"/writer-*.err)"; exit 1; }
+done
 t1=$(now)
 queued=$(zp_queued "$PIPE")
 hwm_q=$(kb VmHWM) rss_q=$(kb VmRSS)
@@ -151,8 +172,9 @@ sample_start "$W/rss-drain"
 t0=$(now)
 rc=0
 timeout -k 10 -s INT "$DRAIN_TIMEOUT" "$ZP" cat -r -n "$N" "$PIPE" 2>"$W/reader.err" |
-	awk -v S="$SIZE" 'BEGIN { pad = sprintf("%*s", S - 10, ""); gsub(/ /, "x", pad) }
-		{ if ($0 != sprintf("%010d%s", NR, pad)) bad++ } END { print NR, bad + 0 }' >"$W/drain" || rc=$?
+	awk -v S="$SIZE" -v K="$WRITERS" -v M=$((N / WRITERS)) 'BEGIN { pad = sprintf("%*s", S - 12, ""); gsub(/ /, "x", pad) }
+		{ w = substr($0, 1, 2) + 0; n = ++next_[w]; if ($0 != sprintf("%02d%010d%s", w, n, pad)) bad++ }
+		END { for (w = 1; w <= K; w++) if (next_[w] != M) bad++; print NR, bad + 0 }' >"$W/drain" || rc=$?
 t1=$(now)
 read -r got bad <"$W/drain"
 hwm_d=$(kb VmHWM) rss_d=$(kb VmRSS)
