@@ -52,7 +52,7 @@
 #     last copied 19 MB; each held the core 7-142 ms
 #   drained: DIR 22.1 MB; a restart finds 0 chunks
 #   verdict: OK (VmHWM <= 100 MB throughout), both runs
-# WRITERS=16 (16 cat -w at once, 128 MiB each), same commit, 19 s: queue
+# WRITERS=16 (16 cat -w at once, 128 MiB each), 70e73a6, 19 s: queue
 #   5.25 s (409 MB/s), VmHWM 285.8 MB: OVER the target. The Go heap's live
 #   bytes after each GC were 100-136 MB while queuing (GODEBUG=gctrace=1):
 #   each writer keeps 4 MiB of MWRITEs in flight (cat -w's window) while its
