@@ -106,7 +106,12 @@ With --store DIR, every change is written to a log in DIR before it is
 acknowledged, and replayed at start: pipes, open counts, writers' queues and
 every chunk not consumed survive a crash; a torn or corrupt tail is dropped
 and logged. The log is compacted as readers advance (at most about twice the
-queued bytes plus 64 MiB on disk). The queued chunks are also kept in memory.`
+queued bytes plus 64 MiB on disk). The backlog may be larger than memory:
+past 16 MiB of chunks in memory, writes stay on disk only and come back into
+memory as the reader reaches them. With --store, --max-pipe-bytes and
+--max-total-bytes bound what is queued, on disk or in memory (the
+backpressure writers see, and the disk the queue may take), not the
+broker's memory; raise them to queue more.`
 }
 
 // raiseFileLimit lifts the soft limit on open files to the hard limit, so

@@ -19,6 +19,7 @@ type core struct {
 	names   *btree.BTreeG[string] // the pipes' names, in order, for LIST
 	conns   map[uint64]*conn
 	total   int // bytes of chunks held in all pipes, with chunkOverhead each
+	spilled int // of total, the bytes of chunks on disk only (spill.go)
 	fixed   int // what the pipes and their writers' queues cost besides
 	stalled map[*pipe]struct{}
 
@@ -37,6 +38,10 @@ type core struct {
 	deferred []deferredReply
 	storeErr error                   // the store failed: nothing more is acknowledged
 	inflight map[uint64]inflightItem // read replies' chunks not yet written, with a durable store
+	// With a store that spills: where writes go once the chunks in memory
+	// pass spillAbove bytes (spill.go); nil in memory mode.
+	disk       *logStore
+	spillAbove int
 }
 
 func newCore(s *Server) *core {
@@ -121,7 +126,7 @@ func (co *core) handle(ev event) {
 	case ev.task != nil:
 		co.submit(c, ev.task)
 	case ev.books != nil:
-		ev.books <- [2]int{co.total, co.fixed}
+		ev.books <- [3]int{co.total, co.fixed, co.spilled}
 	}
 	if co.persist && co.store.pending() {
 		co.gen++
@@ -234,6 +239,9 @@ func (co *core) pipe(name string) *pipe {
 // addPipe and the delete in removeIfUnused keep the table and the index of
 // names, which LIST pages through, in step.
 func (co *core) addPipe(p *pipe) {
+	if co.disk != nil {
+		p.disk = co.disk
+	}
 	co.pipes[p.name] = p
 	co.names.ReplaceOrInsert(p.name)
 	co.fixed += p.cost()

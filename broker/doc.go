@@ -13,7 +13,9 @@
 // exists while its open count (OPENs minus CLOSEs, whoever sent them, and
 // HOLDs, which end with their connection) is above zero or it holds chunks;
 // then it is removed. Chunks outlive the connections that wrote them, and
-// with a store (store.go, logstore.go, internal/wal) the broker process too.
+// with a store (store.go, logstore.go, internal/wal) the broker process too;
+// with a store, a long queue's chunks wait on disk only and come back into
+// memory as the reader reaches them (spill.go).
 //
 // A reader that TAKEs chunks holds them until it ACKs them; if it goes
 // away first they go back to the head of the pipe, so a reader killed by

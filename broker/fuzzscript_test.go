@@ -208,12 +208,12 @@ func runScript(t *testing.T, s *Server, data []byte) {
 	// The books balance: once the replies are written, an empty broker
 	// counts nothing against its limits.
 	settle(t, 5*time.Second, "the broker's books", func() (bool, string) {
-		books := make(chan [2]int, 1)
+		books := make(chan [3]int, 1)
 		if !s.send(event{books: books}) {
 			t.Fatal("broker gone")
 		}
 		b := <-books
-		return b == [2]int{}, fmt.Sprintf("total %d, fixed %d", b[0], b[1])
+		return b == [3]int{}, fmt.Sprintf("total %d, fixed %d, spilled %d", b[0], b[1], b[2])
 	})
 	if len(r.pongs) != len(pings) {
 		t.Fatalf("%d PINGs, %d PONGs", len(pings), len(r.pongs))

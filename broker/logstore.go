@@ -21,7 +21,9 @@ import (
 // compaction, which writes the whole live state (pipes, open counts,
 // writers' queues in their order, chunks given back, chunks taken and not
 // yet consumed) as a checkpoint and then deletes every segment before it,
-// like a Redis AOF rewrite. It runs when the log has grown past twice what
+// like a Redis AOF rewrite. Queues whose tails are on disk only (spill.go)
+// keep them where they lie when their segments are mostly live: the
+// checkpoint refers to them, and only the segments before them go. It runs when the log has grown past twice what
 // is live plus compactSlack, so the disk holds at most about twice the
 // queued bytes plus compactSlack, and each byte written is copied at most
 // once more on average.
@@ -30,9 +32,13 @@ type logStore struct {
 	logger     *slog.Logger
 	relaxed    bool // --sync-every: reply before the fsync
 	buf        []byte
-	recs       [][]byte // records of the current core event, appended at commit
-	compacting bool     // a checkpoint is written and not yet durable
-	slack      int64    // compactSlack, smaller in tests
+	recs       [][]byte  // records of the current core event, appended at commit
+	compacting bool      // a checkpoint is written and not yet durable
+	slack      int64     // compactSlack, smaller in tests
+	unsynced   bool      // records were appended at once since the last commit (spill.go)
+	dead       intervals // chunks replay found consumed or moved: skipped when read back
+	copyBuf    []byte    // what a checkpoint or replay reads spilled records into
+	skipped    [2]int64  // the log's size and the live bytes when a compaction was last found not worth it
 	err        error
 }
 
@@ -42,23 +48,25 @@ const compactSlack = 64 << 20
 
 // Record types.
 const (
-	recOpened   = 1 // pipe, delta
-	recWrote    = 2 // pipe, queue, items
-	recFinished = 3 // pipe, queue
-	recConsumed = 4 // id ranges
-	recReturned = 5 // pipe, id ranges: known chunks back at the head
-	recFresh    = 6 // pipe, items: new chunks at the head (UNREAD, checkpoint)
-	recOpens    = 7 // pipe, opens: the open count, in a checkpoint
-	recBegin    = 8 // next id: a checkpoint starts
-	recEnd      = 9 // the checkpoint is whole
+	recOpened   = 1  // pipe, delta
+	recWrote    = 2  // pipe, queue, items
+	recFinished = 3  // pipe, queue
+	recConsumed = 4  // id ranges
+	recReturned = 5  // pipe, id ranges: known chunks back at the head
+	recFresh    = 6  // pipe, items: new chunks at the head (UNREAD, checkpoint)
+	recOpens    = 7  // pipe, opens: the open count, in a checkpoint
+	recBegin    = 8  // next id: a checkpoint starts
+	recEnd      = 9  // the checkpoint is whole
+	recSpilled  = 10 // pipe, queue, extent: a queue's chunks kept where they lie, in a checkpoint
+	recDead     = 11 // id ranges: chunks in kept extents that are no longer in their queues, in a checkpoint
 )
 
-func openLogStore(dir string, syncEvery time.Duration, logger *slog.Logger) (*logStore, error) {
-	l, err := wal.Open(dir, wal.Options{SyncEvery: syncEvery})
+func openLogStore(dir string, opt wal.Options, logger *slog.Logger) (*logStore, error) {
+	l, err := wal.Open(dir, opt)
 	if err != nil {
 		return nil, fmt.Errorf("store %s: %w", dir, err)
 	}
-	return &logStore{log: l, logger: logger, relaxed: syncEvery > 0, slack: compactSlack}, nil
+	return &logStore{log: l, logger: logger, relaxed: opt.SyncEvery > 0, slack: compactSlack}, nil
 }
 
 // Encoding helpers: each record is its type, then uvarints and
@@ -155,25 +163,14 @@ func (ls *logStore) returned(pipe string, items []item, fresh bool) {
 
 func (ls *logStore) durable() bool { return !ls.relaxed }
 
-func (ls *logStore) pending() bool { return len(ls.recs) > 0 }
+func (ls *logStore) pending() bool { return len(ls.recs) > 0 || ls.unsynced }
 
 // commit appends the event's records and asks for them to be made durable.
 // In relaxed mode the replies have already gone; the fsync comes with the
 // log's next periodic sync.
 func (ls *logStore) commit(done func(error)) {
-	if ls.err != nil {
-		clear(ls.recs) // a failed log takes nothing more
-		ls.recs = ls.recs[:0]
-		done(ls.err)
-		return
-	}
-	if len(ls.recs) > 0 {
-		if _, err := ls.log.Append(ls.recs...); err != nil {
-			ls.err = err
-		}
-		clear(ls.recs)
-		ls.recs = ls.recs[:0]
-	}
+	ls.flush()
+	ls.unsynced = false
 	if ls.err != nil {
 		done(ls.err)
 		return
@@ -184,31 +181,53 @@ func (ls *logStore) commit(done func(error)) {
 // compact writes a checkpoint of the core's state when the log has grown
 // well past it, and drops the segments before it once it is durable.
 func (ls *logStore) compact(co *core) error {
-	if ls.compacting || ls.err != nil || ls.log.Size() < 2*int64(co.total)+ls.slack {
+	size := ls.log.Size()
+	if ls.compacting || ls.err != nil || size < 2*int64(co.total)+ls.slack {
 		return nil
 	}
+	// Kept segments (keepFrom) may leave the log above the bound: compact
+	// only if that frees half the slack, and once it would not, look again
+	// only when the log or what is live has moved by a quarter of it.
+	if ls.skipped[0] != 0 && size < ls.skipped[0]+ls.slack/4 && int64(co.total) > ls.skipped[1]-ls.slack/4 {
+		return nil
+	}
+	next := ls.log.Mark().Segment + 1 // where the checkpoint will start
+	if _, after := ls.keepFrom(co, next); after > size-ls.slack/2 {
+		ls.skipped = [2]int64{size, int64(co.total)}
+		return nil
+	}
+	ls.skipped = [2]int64{}
 	if err := ls.log.Roll(); err != nil {
 		return err
 	}
 	start := ls.log.Mark()
 	before := ls.log.Size()
-	ls.checkpoint(co)
-	if _, err := ls.log.Append(ls.recs...); err != nil {
+	t0 := time.Now()
+	keep, _ := ls.keepFrom(co, start.Segment)
+	copied, err := ls.checkpoint(co, keep)
+	if err != nil {
 		ls.err = err
 		return err
 	}
-	clear(ls.recs)
-	ls.recs = ls.recs[:0]
 	ls.compacting = true
+	ls.unsynced = false // this Sync covers the checkpoint
+	drop := wal.Pos{Segment: min(keep, start.Segment)}
+	if drop.Segment == start.Segment {
+		ls.dead = nil // nothing kept: the copies hold live chunks only
+	}
 	ls.log.Sync(func(err error) {
-		co.s.notify(event{compacted: &compactDone{start: start, err: err}})
+		co.s.notify(event{compacted: &compactDone{start: drop, err: err}})
 	})
-	ls.logger.Info("compacting store", "log_bytes", before, "live_bytes", co.total)
+	// The core waited for the checkpoint, spilled chunks copied included:
+	// how long is in the log.
+	ls.logger.Info("compacting store", "log_bytes", before, "live_bytes", co.total,
+		"spilled_bytes", co.spilled, "copied_bytes", copied, "kept_segments", start.Segment-drop.Segment,
+		"took", time.Since(t0).Round(time.Millisecond))
 	return nil
 }
 
 type compactDone struct {
-	start wal.Pos
+	start wal.Pos // the first segment kept
 	err   error
 }
 
@@ -225,12 +244,27 @@ func (ls *logStore) compacted(d *compactDone) error {
 	return nil
 }
 
-// checkpoint records the whole live state: enough to rebuild every pipe
-// with nothing before it.
-func (ls *logStore) checkpoint(co *core) {
+// checkpoint appends the whole live state: enough to rebuild every pipe
+// with nothing before it but the segments from keep on. It appends as it
+// goes, so that it holds at most a record part in memory. The queues'
+// tails on disk (spill.go) in segments from keep on are referred to where
+// they lie; those before are copied and, once all is appended, the queues
+// point at the copies. It returns the bytes it copied.
+func (ls *logStore) checkpoint(co *core, keep uint64) (copied int, err error) {
+	tails := make(map[*writerQueue][]extent)
 	ls.begin(recBegin)
 	ls.uint(co.nextID)
 	ls.end()
+	if len(ls.dead) > 0 {
+		// Kept extents may hold chunks replay found dead: they stay dead.
+		ls.begin(recDead)
+		ls.uint(uint64(len(ls.dead)))
+		for _, r := range ls.dead {
+			ls.uint(r[0])
+			ls.uint(r[1] - r[0] + 1)
+		}
+		ls.end()
+	}
 	held := make(map[*pipe][]item)
 	for _, c := range co.conns {
 		for p, h := range c.held {
@@ -281,6 +315,24 @@ func (ls *logStore) checkpoint(co *core) {
 			s.q.each(func(it item) { items = append(items, it) })
 			for _, part := range recordParts(items) {
 				ls.wrote(name, s.q.qid, part) // replay appends them in order
+				ls.flush()
+			}
+			// The tail, after the head, in its order.
+			var tail writerQueue
+			for _, e := range s.q.extents {
+				if e.seg >= keep {
+					ls.refer(name, s.q.qid, e)
+					tail.addExtent(e)
+					continue
+				}
+				ls.flush()
+				if err := ls.copyExtent(name, s.q, e, &tail); err != nil {
+					return copied, fmt.Errorf("checkpoint: %w", err)
+				}
+				copied += e.cost - chunkOverhead*e.chunks
+			}
+			if len(s.q.extents) > 0 {
+				tails[s.q] = tail.extents
 			}
 		}
 		var returned []item
@@ -296,6 +348,14 @@ func (ls *logStore) checkpoint(co *core) {
 	}
 	ls.begin(recEnd)
 	ls.end()
+	ls.flush()
+	if ls.err != nil {
+		return copied, ls.err
+	}
+	for q, tail := range tails {
+		q.extents = tail
+	}
+	return copied, nil
 }
 
 // checkpointRecordBytes bounds one record of a checkpoint, well under what
@@ -324,6 +384,7 @@ func (ls *logStore) returnedParts(pipe string, items []item) {
 	parts := recordParts(items)
 	for i := len(parts) - 1; i >= 0; i-- {
 		ls.returned(pipe, parts[i], true)
+		ls.flush()
 	}
 }
 

@@ -112,7 +112,10 @@ func (q *fifo[T]) each(fn func(T)) {
 	}
 }
 
-// writerQueue holds one writer's chunks in one pipe.
+// writerQueue holds one writer's chunks in one pipe: a head in memory
+// (the fifo), and with a store that spills, a tail on disk only (spilled,
+// see spill.go), whose chunks come into the head as the reader reaches
+// them.
 type writerQueue struct {
 	writer  uint64 // the writing connection's id
 	qid     uint64 // the id of its first chunk: its name in a store
@@ -120,7 +123,11 @@ type writerQueue struct {
 	ended   uint64 // the pipe's clock when the writer finished; 0 while it writes
 	placed  bool   // whether it is in the ring or in later (it has chunks)
 	fifo[item]
+	spill
 }
+
+// size is the number of chunks queued, in memory and on disk.
+func (q *writerQueue) size() int { return q.len() + q.spilledChunks }
 
 // pipe is a named queue: one FIFO per writer, served round robin, plus the
 // chunks readers gave back, served first. It is owned by the broker's core
@@ -146,6 +153,11 @@ type pipe struct {
 	later    []*writerQueue          // writers waiting for finished ones, by start
 	finished []*writerQueue          // finished writers, by end; drained ones are dropped lazily
 	clock    uint64
+
+	spilled int    // of bytes, those of chunks on disk only (spill.go)
+	disk    loader // reads spilled chunks back; nil in memory mode
+	lost    int    // bytes of spilled chunks that could not be read back, for the core to uncount
+	lostErr error  // why
 
 	held      int // chunks readers TOOK and have not ACKed
 	heldBytes int // their bytes, with chunkOverhead each
@@ -247,7 +259,7 @@ func (p *pipe) admit(q *writerQueue) {
 // oldestEnd is the clock at which the earliest finished writer that still
 // has chunks finished, or the largest clock value if there is none.
 func (p *pipe) oldestEnd() uint64 {
-	for len(p.finished) > 0 && p.finished[0].len() == 0 {
+	for len(p.finished) > 0 && p.finished[0].size() == 0 {
 		p.finished[0] = nil
 		p.finished = p.finished[1:]
 	}
@@ -267,7 +279,7 @@ func (p *pipe) finish(writer uint64) *writerQueue {
 	}
 	delete(p.writers, writer)
 	q.ended = p.tick()
-	if q.len() > 0 {
+	if q.size() > 0 {
 		p.finished = append(p.finished, q)
 	} else {
 		p.queues-- // finished and empty: gone
@@ -302,23 +314,35 @@ func (p *pipe) unread(items []item) {
 // then one chunk per writer in turn.
 func (p *pipe) dequeue(dst []item, max, maxBytes int) []item {
 	size := 0
-	for n := 0; n < max && p.chunks > 0; n++ {
+	for n := 0; n < max && p.chunks > 0; {
 		var c item
 		if p.returned.len() > 0 {
 			c = p.returned.peek()
 		} else {
-			c = p.ring[p.next].peek()
+			q := p.ring[p.next]
+			if q.len() == 0 {
+				// Its head is on disk (it would not be in the ring if it
+				// had no chunks).
+				p.refill(q)
+				if q.len() == 0 { // they could not be read back
+					p.leaveRing(q)
+					continue
+				}
+			}
+			c = q.peek()
 		}
 		if n > 0 && size+len(c.data) > maxBytes {
 			break
 		}
 		dst = append(dst, p.take())
 		size += len(c.data)
+		n++
 	}
 	return dst
 }
 
-// take removes the next chunk in fair order.
+// take removes the next chunk in fair order; the queue whose turn it is has
+// its head in memory.
 func (p *pipe) take() item {
 	var c item
 	if p.returned.len() > 0 {
@@ -326,16 +350,8 @@ func (p *pipe) take() item {
 	} else {
 		q := p.ring[p.next]
 		c = q.pop()
-		if q.len() == 0 {
-			q.placed = false
-			p.ring = slices.Delete(p.ring, p.next, p.next+1)
-			if p.next == len(p.ring) {
-				p.next = 0
-			}
-			if q.ended != 0 {
-				p.queues--  // finished and drained: gone
-				p.promote() // its sequels may go
-			}
+		if q.size() == 0 {
+			p.leaveRing(q)
 		} else if p.next++; p.next == len(p.ring) {
 			p.next = 0
 		}
@@ -343,6 +359,20 @@ func (p *pipe) take() item {
 	p.chunks--
 	p.bytes -= chunkCost(c.data)
 	return c
+}
+
+// leaveRing takes a drained queue, the one whose turn it is, out of the
+// ring.
+func (p *pipe) leaveRing(q *writerQueue) {
+	q.placed = false
+	p.ring = slices.Delete(p.ring, p.next, p.next+1)
+	if p.next == len(p.ring) {
+		p.next = 0
+	}
+	if q.ended != 0 {
+		p.queues--  // finished and drained: gone
+		p.promote() // its sequels may go
+	}
 }
 
 // hold counts chunks a reader took provisionally; release uncounts them

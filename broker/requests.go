@@ -190,15 +190,22 @@ func (co *core) write(c *conn, p *pipe, req *Request) (reply, bool) {
 	chunks, firstID := compact(req), co.nextID
 	co.nextID += uint64(len(chunks))
 	before := p.cost()
-	q := p.enqueueChunks(c.id, chunks, firstID)
-	co.recount(p, before)
-	if co.persist {
-		items := make([]item, len(chunks))
-		for i, ch := range chunks {
-			items[i] = item{data: ch, id: firstID + uint64(i)}
+	if co.spills(c, p, req) {
+		if err := co.spillWrite(c, p, chunks, firstID); err != nil {
+			co.recount(p, before)
+			return co.fail(c, req, fmt.Errorf("%w: %v", ErrStore, err)), true
 		}
-		co.store.wrote(p.name, q.qid, items)
+	} else {
+		q := p.enqueueChunks(c.id, chunks, firstID)
+		if co.persist {
+			items := make([]item, len(chunks))
+			for i, ch := range chunks {
+				items[i] = item{data: ch, id: firstID + uint64(i)}
+			}
+			co.store.wrote(p.name, q.qid, items)
+		}
 	}
+	co.recount(p, before)
 	if c.writes == nil {
 		c.writes = make(map[*pipe]struct{})
 	}
@@ -228,9 +235,18 @@ func (co *core) read(c *conn, p *pipe, req *Request) (reply, bool) {
 	if req.Cmd != CmdRead {
 		head = 1
 	}
-	before := p.cost()
+	before, spilled := p.cost(), p.spilled
 	items := p.dequeue(make([]item, 0, min(req.Max, p.chunks)), req.Max, maxReplyBytes)
 	co.recount(p, before)
+	co.spilled += p.spilled - spilled
+	if p.lostErr != nil {
+		co.lostSpilled(p)
+		if len(items) == 0 { // all there was is lost: wait for more
+			p.reader = c
+			c.waiting = p
+			return reply{}, false
+		}
+	}
 	frames := make([][]byte, head, head+len(items))
 	if head == 1 {
 		frames[0] = okFrame

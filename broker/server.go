@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/go-zeromq/zmq4"
+	"github.com/zpipes/zpipes/broker/internal/wal"
 	"golang.org/x/sys/unix"
 )
 
@@ -63,6 +64,11 @@ type Config struct {
 	// testStore, if set, is the store.
 	storeSlack int64
 	testStore  store
+	// spillAbove, if set, replaces spillAbove (spill.go), so tests spill
+	// small queues; storeSegment, if set, is the log's segment size, so
+	// tests have many segments.
+	spillAbove   int
+	storeSegment int64
 	// beforeAccept, if set, runs before each accept: tests hold the
 	// accept loop with it.
 	beforeAccept func()
@@ -183,7 +189,7 @@ type event struct {
 	returned  []reply      // read replies that were never delivered
 	delivered []reply      // read replies written to their connection
 	committed *commitDone  // the store made changes durable
-	books     chan [2]int  // tests: the core answers its total and fixed bytes
+	books     chan [3]int  // tests: the core answers its total, fixed and spilled bytes
 	compacted *compactDone // the store's checkpoint is durable
 }
 
@@ -198,7 +204,7 @@ func Listen(cfg Config) (*Server, error) {
 		st = cfg.testStore
 	}
 	if cfg.Store != "" {
-		ls, err := openLogStore(cfg.Store, cfg.StoreSyncEvery, cfg.Logger)
+		ls, err := openLogStore(cfg.Store, wal.Options{SyncEvery: cfg.StoreSyncEvery, SegmentBytes: cfg.storeSegment}, cfg.Logger)
 		if err != nil {
 			return nil, err
 		}
@@ -234,6 +240,10 @@ func Listen(cfg Config) (*Server, error) {
 	_, mem := st.(memStore)
 	co.persist = !mem
 	if ls, ok := st.(*logStore); ok {
+		co.disk, co.spillAbove = ls, spillAbove
+		if cfg.spillAbove > 0 {
+			co.spillAbove = cfg.spillAbove
+		}
 		if err := co.recover(ls); err != nil {
 			ln.Close()
 			st.close()

@@ -12,7 +12,9 @@ import "fmt"
 //   - opened: an OPEN (+1) or a CLOSE (-1). HOLDs end with their
 //     connection, so they are not recorded: a restart ends them all.
 //   - wrote: a writer's chunks, queued in the writer's queue, which is
-//     named by the id of its first chunk.
+//     named by the id of its first chunk. (With a logStore whose memory is
+//     full, the core calls its spillWrote instead, and keeps only where the
+//     chunks lie: spill.go.)
 //   - finished: a writer CLOSEd the pipe or went away, so writers after it
 //     are read after it.
 //   - consumed: chunks gone for good: a READ or MREAD reply written to its
@@ -113,7 +115,7 @@ func (co *core) recover(ls *logStore) error {
 		co.log.Warn("store: dropped a damaged tail", "dropped_bytes", rec.DroppedBytes,
 			"dropped_records", rec.DroppedRecords, "reason", rec.Reason)
 	}
-	n, err := replayLog(ls.log, co)
+	n, err := replayLog(ls, co)
 	if err != nil {
 		return fmt.Errorf("store: %w", err)
 	}

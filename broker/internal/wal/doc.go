@@ -20,6 +20,14 @@
 // that is durable calls DropBefore to delete every older segment file, as
 // Redis rewrites its AOF. Space is reclaimed only by deleting whole files.
 //
+// Records can also be read back while the log is written (ReadRange, by
+// the positions Append returned), checksums checked: the broker keeps a
+// long queue in the log only and reads it back as its reader reaches it. A
+// record still in the appender's buffer is written out first. Segments
+// after the one a checkpoint starts in can be kept by dropping less
+// (DropBefore takes any durable position), so a checkpoint may refer to
+// records in them instead of copying them.
+//
 // A directory holds LOCK (an flock, so one process at a time uses it;
 // released by the kernel however the holder dies), VERSION, and segments
 // named %016x.wal. Open checks every record's checksum; at the first torn

@@ -93,6 +93,7 @@ type Log struct {
 
 	mu    sync.Mutex
 	space sync.Cond // broadcast when the syncer takes pending bytes or the log fails
+	wrote sync.Cond // broadcast when the syncer has written, or the log fails or closes
 	// The appender's state, under mu.
 	segs         []segInfo // every segment, oldest first; records go to the last
 	size         int64     // bytes in all segments, buffered ones included
@@ -102,7 +103,9 @@ type Log struct {
 	waiters      []waiter // Sync requests the syncer has not taken yet
 	free         [][]byte // buffers the syncer has written, for reuse
 	durable      Pos      // where the last fsync left the log
-	err          error    // the first write or fsync error: the log has failed
+	writtenTo    Pos      // where the last write left the log: what ReadRange may read
+	readers      map[uint64]*os.File
+	err          error // the first write or fsync error: the log has failed
 	closing      bool
 	appendedAny  bool
 
@@ -148,6 +151,7 @@ func Open(dir string, opt Options) (*Log, error) {
 	}
 	l := &Log{dir: dir, opt: opt, wake: make(chan struct{}, 1), exited: make(chan struct{})}
 	l.space.L = &l.mu
+	l.wrote.L = &l.mu
 	l.hooks = hooks{fdatasync: fdatasync, create: createSegment}
 	if opt.hooks != nil {
 		if opt.hooks.fdatasync != nil {
@@ -334,6 +338,7 @@ func (l *Log) DropBefore(pos Pos) error {
 		l.size -= l.segs[0].size
 		l.segs = l.segs[1:]
 	}
+	l.closeReaders(l.segs[0].num)
 	l.mu.Unlock()
 	for _, s := range gone {
 		if err := os.Remove(segPath(l.dir, s.num)); err != nil {
@@ -365,10 +370,12 @@ func (l *Log) Close() error {
 		l.closing = true
 		l.mu.Unlock()
 		l.space.Broadcast()
+		l.wrote.Broadcast()
 		l.signal()
 		<-l.exited
 		l.mu.Lock()
 		l.closeErr = l.err
+		l.closeReaders(^uint64(0))
 		l.mu.Unlock()
 		if err := l.f.Close(); l.closeErr == nil {
 			l.closeErr = err

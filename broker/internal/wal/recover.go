@@ -59,6 +59,7 @@ func (l *Log) recover() error {
 	}
 	l.fseg, l.foff = last.num, last.size
 	l.durable = Pos{last.num, last.size}
+	l.writtenTo = l.durable
 	l.rec.Segments = len(l.segs)
 	for _, s := range l.segs {
 		l.size += s.size

@@ -30,13 +30,17 @@ const (
 	// every segment header and in the directory's VERSION file.
 	Version = 1
 
+	// RecordHeader is the bytes a record takes in a segment besides its
+	// payload.
+	RecordHeader = 8
+
 	// MaxRecordBytes bounds a record's payload. It keeps a corrupt length
 	// field from making Open allocate more than this.
 	MaxRecordBytes = 64 << 20
 
 	magic        = "ZPIPEWAL"
 	headerSize   = 24
-	recordHeader = 8
+	recordHeader = RecordHeader
 	segSuffix    = ".wal"
 )
 

@@ -106,7 +106,9 @@ func (l *Log) write(pieces []piece) error {
 		}
 		pieces[i].data = nil
 	}
+	l.writtenTo = Pos{l.fseg, l.foff}
 	l.mu.Unlock()
+	l.wrote.Broadcast()
 	return nil
 }
 
@@ -155,6 +157,7 @@ func (l *Log) fail(err error) error {
 	l.pendingBytes = 0
 	l.mu.Unlock()
 	l.space.Broadcast()
+	l.wrote.Broadcast()
 	return err
 }
 
