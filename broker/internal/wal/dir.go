@@ -63,8 +63,9 @@ func lockedError(name string) error {
 	return fmt.Errorf("%w: another process has it open", ErrLocked)
 }
 
-// checkVersion refuses a directory written in another format, and marks a
-// new one with this build's version.
+// checkVersion refuses a directory written in a format this build does not
+// read, and marks a new one, or one of an older format it reads, with this
+// build's version.
 func checkVersion(dir string, dirf *os.File) error {
 	name := filepath.Join(dir, "VERSION")
 	b, err := os.ReadFile(name)
@@ -75,8 +76,12 @@ func checkVersion(dir string, dirf *os.File) error {
 		return err
 	}
 	s := strings.TrimSpace(string(b))
-	if v, err := strconv.Atoi(s); err != nil || v != Version {
-		return fmt.Errorf("%w: the directory holds version %q, this build reads version %d", ErrVersion, s, Version)
+	v, err := strconv.Atoi(s)
+	switch {
+	case err != nil || v < OldestVersion || v > Version:
+		return fmt.Errorf("%w: the directory holds version %q, this build reads versions %d to %d", ErrVersion, s, OldestVersion, Version)
+	case v < Version:
+		return writeVersion(dir, dirf)
 	}
 	return nil
 }

@@ -2,6 +2,7 @@ package wal
 
 import (
 	"bufio"
+	"encoding/binary"
 	"errors"
 	"os"
 	"os/exec"
@@ -56,16 +57,41 @@ func TestVersionMismatchIsRefused(t *testing.T) {
 	l := openT(t, dir, Options{})
 	mustOK(t, l.Close())
 	b, err := os.ReadFile(filepath.Join(dir, "VERSION"))
-	if err != nil || string(b) != "1\n" {
+	if err != nil || string(b) != "2\n" {
 		t.Fatalf("VERSION holds %q (%v)", b, err)
 	}
-	mustOK(t, os.WriteFile(filepath.Join(dir, "VERSION"), []byte("2\n"), 0o644))
+	mustOK(t, os.WriteFile(filepath.Join(dir, "VERSION"), []byte("3\n"), 0o644))
 	_, err = Open(dir, Options{})
-	if !errors.Is(err, ErrVersion) || !strings.Contains(err.Error(), `version "2"`) || !strings.Contains(err.Error(), "reads version 1") {
-		t.Fatalf("Open: %v, want ErrVersion saying the directory holds 2 and this build reads 1", err)
+	if !errors.Is(err, ErrVersion) || !strings.Contains(err.Error(), `version "3"`) || !strings.Contains(err.Error(), "reads versions 1 to 2") {
+		t.Fatalf("Open: %v, want ErrVersion saying the directory holds 3 and this build reads 1 to 2", err)
 	}
 	// The refused Open released the lock.
-	mustOK(t, os.WriteFile(filepath.Join(dir, "VERSION"), []byte("1\n"), 0o644))
+	mustOK(t, os.WriteFile(filepath.Join(dir, "VERSION"), []byte("2\n"), 0o644))
 	l = openT(t, dir, Options{})
 	mustOK(t, l.Close())
+}
+
+// A directory a version-1 build wrote (same framing, VERSION 1, segments
+// with version-1 headers) opens, keeps its records, and is marked version 2,
+// so that a version-1 build will refuse it from now on.
+func TestVersionOneDirectoryIsReadAndUpgraded(t *testing.T) {
+	dir, _ := writeLog(t, 3, Options{})
+	name := filepath.Join(dir, segName(0))
+	b, err := os.ReadFile(name)
+	mustOK(t, err)
+	h := appendHeader(nil, 0)
+	binary.LittleEndian.PutUint32(h[8:], 1)
+	copy(b, appendHeaderFields(h[:20]))
+	mustOK(t, os.WriteFile(name, b, 0o644))
+	mustOK(t, os.WriteFile(filepath.Join(dir, "VERSION"), []byte("1\n"), 0o644))
+	l := openT(t, dir, Options{})
+	n := 0
+	mustOK(t, l.Replay(func(Pos, []byte) error { n++; return nil }))
+	mustOK(t, l.Close())
+	if n != 3 {
+		t.Errorf("replayed %d records of a version-1 log, want 3", n)
+	}
+	if v, err := os.ReadFile(filepath.Join(dir, "VERSION")); err != nil || string(v) != "2\n" {
+		t.Errorf("VERSION after opening holds %q (%v), want 2", v, err)
+	}
 }

@@ -172,8 +172,8 @@ func TestSegmentFromAnotherVersionIsRefused(t *testing.T) {
 	copy(b, appendHeaderFields(h[:20]))
 	mustOK(t, os.WriteFile(name, b, 0o644))
 	_, err = Open(dir, Options{})
-	if !errors.Is(err, ErrVersion) || !strings.Contains(err.Error(), "version 2") || !strings.Contains(err.Error(), "version 1") {
-		t.Fatalf("Open: %v, want ErrVersion naming versions 2 and 1", err)
+	if !errors.Is(err, ErrVersion) || !strings.Contains(err.Error(), "version 3") || !strings.Contains(err.Error(), "versions 1 to 2") {
+		t.Fatalf("Open: %v, want ErrVersion naming versions 3 and 1 to 2", err)
 	}
 }
 

@@ -26,9 +26,15 @@ import (
 // file extended but never written, as some filesystems leave after power
 // loss) does not read as empty records.
 const (
-	// Version is the format version this build reads and writes, both in
-	// every segment header and in the directory's VERSION file.
-	Version = 1
+	// Version is the format version this build writes, both in every
+	// segment header and in the directory's VERSION file. It reads
+	// OldestVersion to Version. Version 2 frames records as version 1 did;
+	// it marks logs that may hold records a version-1 broker does not know
+	// (spilled extents), so that such a build refuses the directory with
+	// ErrVersion instead of failing on a record it cannot parse. Opening a
+	// version-1 directory upgrades its VERSION file.
+	Version       = 2
+	OldestVersion = 1
 
 	// RecordHeader is the bytes a record takes in a segment besides its
 	// payload.
@@ -97,9 +103,9 @@ func checkHeader(r io.Reader, num uint64) error {
 	case string(h[:8]) != magic || crc32.Checksum(h[:20], castagnoli) != binary.LittleEndian.Uint32(h[20:]):
 		return &damage{0, "corrupt header"}
 	}
-	if v := binary.LittleEndian.Uint32(h[8:]); v != Version {
-		return fmt.Errorf("%w: segment %s holds version %d, this build reads version %d",
-			ErrVersion, segName(num), v, Version)
+	if v := binary.LittleEndian.Uint32(h[8:]); v < OldestVersion || v > Version {
+		return fmt.Errorf("%w: segment %s holds version %d, this build reads versions %d to %d",
+			ErrVersion, segName(num), v, OldestVersion, Version)
 	}
 	if got := binary.LittleEndian.Uint64(h[12:]); got != num {
 		return &damage{0, fmt.Sprintf("header names segment %d", got)}

@@ -14,7 +14,7 @@ import (
 // without a new Version.
 func TestFormatIsStable(t *testing.T) {
 	h := appendHeader(nil, 0x0102)
-	want := []byte("ZPIPEWAL\x01\x00\x00\x00\x02\x01\x00\x00\x00\x00\x00\x00")
+	want := []byte("ZPIPEWAL\x02\x00\x00\x00\x02\x01\x00\x00\x00\x00\x00\x00")
 	want = binary.LittleEndian.AppendUint32(want, crc32.Checksum(want, crc32.MakeTable(crc32.Castagnoli)))
 	if !bytes.Equal(h, want) {
 		t.Errorf("header\n got %x\nwant %x", h, want)
