@@ -77,6 +77,24 @@ func (d *decoder) view() []byte {
 // skip passes over a byte string.
 func (d *decoder) skip() { d.view() }
 
+// items reads what logStore.items wrote — a count, then each chunk's id (as
+// the difference from the one before) and bytes — and calls fn for each
+// chunk, its bytes pointing into the record, until the list ends or is
+// malformed (then d.err says so).
+func (d *decoder) items(fn func(id uint64, data []byte)) {
+	n := d.uint()
+	prev := uint64(0)
+	for range n {
+		id := prev + d.uint()
+		prev = id
+		data := d.view()
+		if d.err != nil {
+			return
+		}
+		fn(id, data)
+	}
+}
+
 func (d *decoder) ranges() []uint64 {
 	n := d.uint()
 	var ids []uint64

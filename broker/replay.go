@@ -183,20 +183,12 @@ func (rs *replayState) apply(typ byte, d *decoder, pos wal.Pos, end int64) error
 // keeps none of them.
 func (rs *replayState) extent(d *decoder, pos wal.Pos, end int64) replayExtent {
 	e := replayExtent{extent: extent{seg: pos.Segment, from: pos.Offset, to: end, first: ^uint64(0)}}
-	n := d.uint()
-	prev := uint64(0)
-	for range n {
-		id := prev + d.uint()
-		prev = id
-		data := d.view()
-		if d.err != nil {
-			break
-		}
+	d.items(func(id uint64, data []byte) {
 		e.chunks++
 		e.cost += chunkCost(data)
 		e.first, e.last = min(e.first, id), max(e.last, id)
 		rs.nextID = max(rs.nextID, id+1)
-	}
+	})
 	return e
 }
 

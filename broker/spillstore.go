@@ -84,19 +84,11 @@ func (ls *logStore) loadInto(buf []byte, limit int, qid uint64, seg uint64, from
 		if d.uint() != qid {
 			return nil
 		}
-		n := d.uint()
-		prev := uint64(0)
-		for range n {
-			id := prev + d.uint()
-			prev = id
-			data := d.view()
-			if d.err != nil {
-				break
-			}
+		d.items(func(id uint64, data []byte) {
 			if len(ls.dead) == 0 || !ls.dead.has(id) {
 				items = append(items, item{data: data, id: id})
 			}
-		}
+		})
 		if d.err != nil {
 			return fmt.Errorf("%w at %v: %v", errCorrupt, wal.Pos{Segment: seg, Offset: off}, d.err)
 		}
@@ -256,16 +248,11 @@ func (rs *replayState) fetch(ls *logStore, need map[uint64][]byte) error {
 						}
 						d.skip()
 						d.uint()
-						n := d.uint()
-						prev := uint64(0)
-						for range n {
-							id := prev + d.uint()
-							prev = id
-							data := d.view()
-							if _, ok := need[id]; ok && d.err == nil {
+						d.items(func(id uint64, data []byte) {
+							if _, ok := need[id]; ok {
 								need[id] = append([]byte{}, data...)
 							}
-						}
+						})
 						return d.err
 					})
 					if err != nil {
