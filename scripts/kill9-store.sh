@@ -105,6 +105,17 @@
 #       of 25850240 (0.31%, at most 0.009 s of writing) / 210176 of 29604288
 #       (0.71%, at most 0.061 s); duplicates, holes 0; recovery median
 #       0.22 s (max 0.56) / 0.21 s (max 0.45)
+#
+#   Spilling merged into main (a174cc0, with the wire and GC changes of
+#   issue 10), defaults (RUNS=50 SYNC_RUNS=10), SEED=30966, 214 s:
+#     fsync: drained 50 of 50; acknowledged lost 0 of 63441218 (0 in every
+#       run); duplicates, holes, malformed lines, leftovers, store errors,
+#       writers without a count 0; stored beyond N median 1024, max 25024;
+#       recovery median 0.14 s (max 0.36); torn tails dropped 6; writers
+#       blocked on a full pipe at the kill in 8 runs
+#     --sync-every 1s: drained 10 of 10; acknowledged lost 145984 of
+#       22841408 (0.64%, at most 0.026 s of writing); duplicates, holes 0;
+#       recovery median 0.16 s (max 0.33)
 source "$(dirname "$0")/lib.sh"
 zp_init
 
