@@ -193,7 +193,7 @@ func (w *wire) readMessage(maxBytes, maxFrames int) (message, error) {
 	w.scratch = w.scratch[:0]
 	w.offs = w.offs[:0]
 	for {
-		if msg.err == nil && w.bufferedFrames(&nframes, &total, maxBytes, maxFrames) {
+		if msg.err == nil && w.r.Buffered() >= 2 && w.bufferedFrames(&nframes, &total, maxBytes, maxFrames) {
 			break
 		}
 		flags, size, err := w.readHeader()
