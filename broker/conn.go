@@ -210,6 +210,9 @@ func (h *heldItems) len() int { return h.n }
 // from one block (an ACK for what one TAKE returned), shares the block's
 // memory instead of copying it.
 func (h *heldItems) take(n int) []item {
+	if n == 0 {
+		return nil
+	}
 	if b := h.blocks[0][h.off:]; n <= len(b) {
 		out := b[:n:n]
 		if h.off += n; h.off == len(h.blocks[0]) {

@@ -2,6 +2,7 @@ package broker
 
 import (
 	"bytes"
+	"slices"
 	"testing"
 	"time"
 
@@ -131,5 +132,34 @@ func TestThrottledClientIsNotDeclaredDead(t *testing.T) {
 		if <-c.done; c.err != nil {
 			t.Fatalf("WRITE %d: %v", i, c.err)
 		}
+	}
+}
+
+// heldItems.take hands out the oldest items in order, sharing a block's
+// memory when they lie in one block and copying across blocks; taking none
+// is allowed however few are held.
+func TestHeldItemsTakeInOrder(t *testing.T) {
+	var h heldItems
+	if got := h.take(0); len(got) != 0 {
+		t.Fatalf("take(0) of nothing = %v", got)
+	}
+	mk := func(from, n int) []item {
+		var out []item
+		for i := range n {
+			out = append(out, item{id: uint64(from + i)})
+		}
+		return out
+	}
+	h.add(mk(1, 3))
+	h.add(mk(4, 2))
+	h.add(mk(6, 4))
+	var ids []uint64
+	for _, n := range []int{0, 2, 3, 1, 3} {
+		for _, it := range h.take(n) {
+			ids = append(ids, it.id)
+		}
+	}
+	if want := []uint64{1, 2, 3, 4, 5, 6, 7, 8, 9}; !slices.Equal(ids, want) || h.len() != 0 {
+		t.Fatalf("took %v, %d left; want %v, 0 left", ids, h.len(), want)
 	}
 }
