@@ -517,6 +517,7 @@ func (e *jsEngine) removeIfUnused(ctx context.Context, name string) {
 		e.log.Debug("jetstream: purging a removed pipe's writers' ends failed", "pipe", abbrev([]byte(name)), "err", err)
 	}
 	e.kv.Delete(ctx, progressKey(key))
+	e.kv.Delete(ctx, leaseKey(key))
 	if err := e.stream.DeleteConsumer(ctx, "p-"+key); err != nil && !errors.Is(err, jetstream.ErrConsumerNotFound) {
 		e.log.Debug("jetstream: deleting a pipe's consumer failed", "pipe", abbrev([]byte(name)), "err", err)
 	}

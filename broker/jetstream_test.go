@@ -57,6 +57,16 @@ func startNATS(t testing.TB, n int) ([]*server.Server, string) {
 		urls = append(urls, s.ClientURL())
 		t.Cleanup(func() { stopNATS(s) })
 	}
+	if n > 1 {
+		settle(t, 20*time.Second, "the cluster's JetStream leader", func() (bool, string) {
+			for _, s := range srvs {
+				if s.JetStreamIsLeader() {
+					return true, ""
+				}
+			}
+			return false, "no meta leader"
+		})
+	}
 	return srvs, strings.Join(urls, ",")
 }
 
@@ -87,6 +97,7 @@ func startJSBroker(t testing.TB, urls string, cfgs ...func(*Config)) *Server {
 }
 
 func TestJetStreamWriteThenRead(t *testing.T) {
+	t.Parallel()
 	_, urls := startNATS(t, 1)
 	s := startJSBroker(t, urls)
 	c := dialT(t, s)
@@ -122,6 +133,7 @@ func assertNoPipesEventually(t *testing.T, c *Client) {
 }
 
 func TestJetStreamMissingPipeErrors(t *testing.T) {
+	t.Parallel()
 	_, urls := startNATS(t, 1)
 	s := startJSBroker(t, urls)
 	c := dialT(t, s)
@@ -141,6 +153,7 @@ func TestJetStreamMissingPipeErrors(t *testing.T) {
 }
 
 func TestJetStreamReadWaitsForWrite(t *testing.T) {
+	t.Parallel()
 	_, urls := startNATS(t, 1)
 	s := startJSBroker(t, urls)
 	r, w := dialT(t, s), dialT(t, s)
@@ -172,11 +185,11 @@ func readerWaits(s *Server, name string) bool {
 		return false
 	}
 	ans := make(chan bool, 1)
-	r.box.put(readerMsg{op: ropProbe, probe: ans})
-	return <-ans
+	return r.box.put(readerMsg{op: ropProbe, probe: ans}) && <-ans
 }
 
 func TestJetStreamStreamsKeepOrder(t *testing.T) {
+	t.Parallel()
 	_, urls := startNATS(t, 1)
 	s := startJSBroker(t, urls)
 	c := dialT(t, s)
@@ -184,7 +197,7 @@ func TestJetStreamStreamsKeepOrder(t *testing.T) {
 	mustOK(t, c.Open(ctx, "p"))
 	w, err := c.NewWriter(ctx, "p", WriterOptions{})
 	mustOK(t, err)
-	const n = 50000
+	const n = 20000
 	for _, s := range numbered(1, n) {
 		mustOK(t, w.Write([]byte(s)))
 	}
@@ -199,9 +212,159 @@ func TestJetStreamStreamsKeepOrder(t *testing.T) {
 }
 
 func TestJetStreamNATSUnreachableAtStart(t *testing.T) {
+	t.Parallel()
 	url := fmt.Sprintf("nats://127.0.0.1:%d", freePort(t))
 	_, err := Listen(Config{Endpoint: testEndpoint(), Store: url})
 	if err == nil || !strings.Contains(err.Error(), "cannot connect to NATS") || !strings.Contains(err.Error(), url) {
 		t.Fatalf("Listen with NATS down: %v", err)
+	}
+}
+
+// Two brokers on one three-server cluster stand for two machines.
+func startTwoJSBrokers(t *testing.T) ([]*server.Server, *Server, *Server) {
+	t.Helper()
+	srvs, urls := startNATS(t, 3)
+	return srvs, startJSBroker(t, urls), startJSBroker(t, urls)
+}
+
+func TestJetStreamWriterViaOneBrokerReaderViaAnother(t *testing.T) {
+	t.Parallel()
+	_, a, b := startTwoJSBrokers(t)
+	wc, rc := dialT(t, a), dialT(t, b)
+	ctx := testCtx(t)
+	mustOK(t, wc.Open(ctx, "p"))
+	w, err := wc.NewWriter(ctx, "p", WriterOptions{})
+	mustOK(t, err)
+	const n = 20000
+	for _, s := range numbered(1, n) {
+		mustOK(t, w.Write([]byte(s)))
+	}
+	acked, err := w.Close()
+	mustOK(t, err)
+	if acked != n {
+		t.Fatalf("acknowledged %d of %d", acked, n)
+	}
+	if got := readAll(t, rc, "p", n); !slices.Equal(got, numbered(1, n)) {
+		t.Fatal("chunks read via the other broker differ from those written")
+	}
+	mustOK(t, wc.ClosePipe(ctx, "p"))
+	assertNoPipesEventually(t, rc)
+}
+
+func TestJetStreamSecondReaderOnAnotherBrokerRefused(t *testing.T) {
+	t.Parallel()
+	_, a, b := startTwoJSBrokers(t)
+	ra, rb := dialT(t, a), dialT(t, b)
+	ctx := testCtx(t)
+	mustOK(t, ra.Open(ctx, "p"))
+	// The pipe is empty and was never read: JetStream has pinned nobody.
+	waiting := ra.async(CmdRead, []byte("p"))
+	waitFor(t, rb, func([]PipeInfo) bool { return readerWaits(a, "p") })
+	if _, err := rb.Read(ctx, "p"); !errors.Is(err, ErrReaderBusy) {
+		t.Fatalf("READ via B while one waits via A: %v, want %v", err, ErrReaderBusy)
+	}
+	mustOK(t, rb.Write(ctx, "p", []byte("second")))
+	<-waiting.done
+	if waiting.err != nil || string(waiting.reply[0]) != "second" {
+		t.Fatalf("waiting READ via A: %q, %v", waiting.reply, waiting.err)
+	}
+}
+
+// takeN TAKEs up to max chunks.
+func takeN(t *testing.T, c *Client, pipe string, max int) []string {
+	t.Helper()
+	fs, err := c.do(testCtx(t), CmdTake, []byte(pipe), []byte(fmt.Sprint(max)))
+	mustOK(t, err)
+	out := make([]string, len(fs))
+	for i, f := range fs {
+		out[i] = string(f)
+	}
+	return out
+}
+
+func TestJetStreamReaderBrokerGoneNextReaderGetsTheRestInOrder(t *testing.T) {
+	t.Parallel()
+	_, a, b := startTwoJSBrokers(t)
+	wc, ra, rb := dialT(t, b), dialT(t, a), dialT(t, b)
+	ctx := testCtx(t)
+	mustOK(t, wc.Open(ctx, "p"))
+	const n = 3000
+	w, err := wc.NewWriter(ctx, "p", WriterOptions{Batch: 100}) // many messages
+	mustOK(t, err)
+	for _, s := range numbered(1, n) {
+		mustOK(t, w.Write([]byte(s)))
+	}
+	_, err = w.Close()
+	mustOK(t, err)
+	// Via A: take 250 and acknowledge 130 of them, then A goes.
+	var got []string
+	for len(got) < 250 {
+		got = append(got, takeN(t, ra, "p", 250-len(got))...)
+	}
+	if !slices.Equal(got, numbered(1, 250)) {
+		t.Fatalf("taken via A: %v...", got[:10])
+	}
+	_, err = ra.do(ctx, CmdAck, []byte("p"), []byte("130"))
+	mustOK(t, err)
+	mustOK(t, a.Close())
+	// Via B: every chunk not acknowledged, in order, none twice.
+	if rest := readAll(t, rb, "p", n-130); !slices.Equal(rest, numbered(131, n)) {
+		i := 0
+		for i < len(rest) && rest[i] == fmt.Sprint(131+i) {
+			i++
+		}
+		t.Fatalf("read via B after A went: first difference at %d: %v", i, rest[i:min(i+5, len(rest))])
+	}
+}
+
+func TestJetStreamLosingOneOfThreeServersLosesNothingAcknowledged(t *testing.T) {
+	t.Parallel()
+	srvs, a, b := startTwoJSBrokers(t)
+	wc, rc := dialT(t, a), dialT(t, b)
+	ctx := testCtx(t)
+	mustOK(t, wc.Open(ctx, "p"))
+	w, err := wc.NewWriter(ctx, "p", WriterOptions{Batch: 200})
+	mustOK(t, err)
+	const n = 20000
+	for i, s := range numbered(1, n) {
+		if i == n/2 {
+			// The server A is connected to goes, mid-stream.
+			for _, s := range srvs {
+				if s.ClientURL() == a.eng.nc.ConnectedUrl() {
+					stopNATS(s)
+				}
+			}
+		}
+		if err := w.Write([]byte(s)); err != nil {
+			break
+		}
+	}
+	acked, err := w.Close()
+	if acked < n/2 {
+		t.Fatalf("only %d acknowledged (%v)", acked, err)
+	}
+	if got := readAll(t, rc, "p", acked); !slices.Equal(got, numbered(1, acked)) {
+		t.Fatal("acknowledged chunks read back differ from those written")
+	}
+	t.Logf("%d of %d acknowledged (%v)", acked, n, err)
+}
+
+func TestJetStreamLightWriterNotStarvedAcrossBrokers(t *testing.T) {
+	t.Parallel()
+	_, a, b := startTwoJSBrokers(t)
+	heavy, light, rc := dialT(t, a), dialT(t, b), dialT(t, b)
+	ctx := testCtx(t)
+	mustOK(t, heavy.Open(ctx, "p"))
+	w, err := heavy.NewWriter(ctx, "p", WriterOptions{Batch: 100})
+	mustOK(t, err)
+	for range 2000 {
+		mustOK(t, w.Write([]byte("heavy")))
+	}
+	_, err = w.Close()
+	mustOK(t, err)
+	mustOK(t, light.Write(ctx, "p", []byte("light")))
+	got := readAll(t, rc, "p", 3)
+	if !slices.Contains(got[:2], "light") {
+		t.Fatalf("the light writer's chunk was not among the first two read: %q", got)
 	}
 }

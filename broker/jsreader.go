@@ -43,6 +43,8 @@ type jsReader struct {
 	progress map[uint64]int // chunks consumed of partly consumed messages, as recorded
 	loaded   bool           // progress was read from the bucket
 	pinID    string         // JetStream's pin, once a fetch gave us one
+	leaseRev uint64         // the revision of our reader's lease; 0: not ours
+	leaseAt  time.Time      // when it was last renewed
 	fetching bool
 	used     time.Time        // when a connection last read here
 	retry    <-chan time.Time // set after a failed fetch
@@ -120,6 +122,7 @@ func (r *jsReader) loop() {
 			r.want()
 		case <-tick.C:
 			r.keepAlive()
+			r.renew()
 			if r.idle() && time.Since(r.used) > r.e.cfg.Linger {
 				r.finishFetch()
 				if !r.idle() {
@@ -172,13 +175,13 @@ func (r *jsReader) handle(m readerMsg) {
 		case r.win.chunks > 0:
 			m.answer <- r.serve(m)
 		default:
-			if r.pinID == "" {
-				busy, err := r.pinnedElsewhere()
+			if r.leaseRev == 0 {
+				ok, err := r.claim()
 				if err != nil {
 					m.answer <- errorReply(fmt.Errorf("%w: %v", ErrStore, err))
 					return
 				}
-				if busy {
+				if !ok {
 					m.answer <- errorReply(ErrReaderBusy)
 					return
 				}
@@ -346,25 +349,6 @@ func (r *jsReader) keepAlive() {
 	}
 }
 
-// pinnedElsewhere reports whether another broker is this pipe's reader.
-func (r *jsReader) pinnedElsewhere() (bool, error) {
-	ctx, cancel := context.WithTimeout(r.ctx, jsOpTimeout)
-	defer cancel()
-	if err := r.ensureConsumer(ctx); err != nil {
-		return false, err
-	}
-	info, err := r.cons.Info(ctx)
-	if err != nil {
-		return false, err
-	}
-	for _, g := range info.PriorityGroups {
-		if g.PinnedClientID != "" && g.PinnedClientID != r.pinID {
-			return true, nil
-		}
-	}
-	return false, nil
-}
-
 func (r *jsReader) ensureConsumer(ctx context.Context) error {
 	if r.cons != nil {
 		return nil
@@ -390,7 +374,7 @@ func (r *jsReader) ensureConsumer(ctx context.Context) error {
 
 // want starts a fetch if a connection reads here and the window has room.
 func (r *jsReader) want() {
-	if r.fetching || r.retry != nil {
+	if r.fetching || r.retry != nil || r.leaseRev == 0 {
 		return
 	}
 	active := r.wait != nil || time.Since(r.used) < r.e.cfg.Linger
@@ -550,6 +534,7 @@ func (r *jsReader) leave() {
 			r.e.log.Error("jetstream: chunks given back with UNREAD were lost", "pipe", abbrev([]byte(r.name)), "chunks", len(fresh), "err", err)
 		}
 	}
+	defer r.release(ctx)
 	if len(r.msgs) == 0 {
 		r.unpin(ctx)
 		// The last reader of a closed pipe removes it once drained.
@@ -628,4 +613,86 @@ func decodeChunks(b []byte) ([][]byte, error) {
 		b = b[n:]
 	}
 	return out, nil
+}
+
+// The reader's lease. JetStream's pin says which client a consumer
+// delivers to, but only once a message has been delivered: two brokers
+// whose readers wait on an empty pipe would both be waiting. So a broker
+// reads a pipe only while it holds the pipe's lease, a key in the bucket
+// ("<pipe>.reader": the broker's id and when the lease ends), taken by
+// create or compare-and-set, renewed while it reads and deleted when it
+// stops; a broker that dies loses it when it ends (PinnedTTL, as the pin).
+// A second reader on another broker is refused while the lease is held.
+
+func leaseKey(key string) string { return key + ".reader" }
+
+func (r *jsReader) leaseValue() []byte {
+	return []byte(r.e.id + " " + strconv.FormatInt(time.Now().Add(r.e.cfg.PinnedTTL).UnixNano(), 10))
+}
+
+// claim takes the lease if nobody holds it, or if its holder let it end;
+// it reports whether this broker now holds it.
+func (r *jsReader) claim() (bool, error) {
+	ctx, cancel := context.WithTimeout(r.ctx, jsOpTimeout)
+	defer cancel()
+	k := leaseKey(r.key)
+	for {
+		rev, err := r.e.kv.Create(ctx, k, r.leaseValue())
+		if err == nil {
+			r.leaseRev, r.leaseAt = rev, time.Now()
+			return true, nil
+		}
+		if !errors.Is(err, jetstream.ErrKeyExists) {
+			return false, err
+		}
+		ent, err := r.e.kv.Get(ctx, k)
+		if errors.Is(err, jetstream.ErrKeyNotFound) {
+			continue // released meanwhile
+		}
+		if err != nil {
+			return false, err
+		}
+		owner, end, _ := strings.Cut(string(ent.Value()), " ")
+		ends, _ := strconv.ParseInt(end, 10, 64)
+		if owner != r.e.id && time.Now().UnixNano() < ends {
+			return false, nil
+		}
+		rev, err = r.e.kv.Update(ctx, k, r.leaseValue(), ent.Revision())
+		if errors.Is(err, jetstream.ErrKeyExists) {
+			return false, nil // another broker took it first
+		}
+		if err != nil {
+			return false, err
+		}
+		r.leaseRev, r.leaseAt = rev, time.Now()
+		return true, nil
+	}
+}
+
+// renew extends the lease a third of the way through it.
+func (r *jsReader) renew() {
+	if r.leaseRev == 0 || time.Since(r.leaseAt) < r.e.cfg.PinnedTTL/3 {
+		return
+	}
+	ctx, cancel := context.WithTimeout(r.ctx, jsOpTimeout)
+	defer cancel()
+	rev, err := r.e.kv.Update(ctx, leaseKey(r.key), r.leaseValue(), r.leaseRev)
+	if err != nil {
+		r.e.log.Warn("jetstream: could not renew the lease on reading a pipe", "pipe", abbrev([]byte(r.name)), "err", err)
+		if errors.Is(err, jetstream.ErrKeyExists) {
+			r.leaseRev = 0 // another broker holds it now
+		}
+		return
+	}
+	r.leaseRev, r.leaseAt = rev, time.Now()
+}
+
+func (r *jsReader) release(ctx context.Context) {
+	if r.leaseRev == 0 {
+		return
+	}
+	if err := r.e.kv.Delete(ctx, leaseKey(r.key), jetstream.LastRevision(r.leaseRev)); err != nil {
+		r.e.log.Debug("jetstream: releasing the lease on reading a pipe failed; it ends by itself", "pipe", abbrev([]byte(r.name)), "err", err)
+	}
+	r.leaseRev = 0
 }
