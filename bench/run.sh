@@ -8,6 +8,10 @@
 #   store     the same via zpipes serve --store DIR (every OK fsync'd)
 #   store-1s  the same via zpipes serve --store DIR --sync-every 1s
 #             (the ratios store/zpipes compare each with memory mode)
+#   js1       the same via zpipes serve --store nats://… on one embedded
+#             nats-server (bench/natsd, JetStream file store, sync always)
+#   js3       the same on a local three-server cluster (R3 stream)
+#             (both only with BENCH_NATS=1; ratios js1/zpipes, js3/zpipes)
 #
 # After the throughput tables come two short probes, each against a fresh
 # zpipes serve (a few seconds in all):
@@ -37,6 +41,7 @@
 #   BENCH_STORE=0          skip the --store systems
 #   BENCH_STORE_DIR=DIR    where the stores go (default: the temp dir; a tmpfs
 #                          makes fsync free, so use a real disk)
+#   BENCH_NATS=1           add the JetStream systems js1 and js3
 #   BENCH_PROBES=0         skip the latency and fairness probes
 #   BENCH_OUT=PATH         also write raw samples + summary rows (TSV) there
 #
@@ -103,6 +108,7 @@ go build -o "$tmp/pushpull" ./bench/pushpull
 go build -o "$tmp/report" ./bench/report
 go build -o "$tmp/latency" ./bench/latency
 go build -o "$tmp/fairness" ./bench/fairness
+[[ ${BENCH_NATS:-0} == 1 ]] && go build -o "$tmp/natsd" ./bench/natsd
 
 zpipes_note=
 zpipes=
@@ -194,6 +200,33 @@ run_store-1s() { # IN LINES OUT
 	run_zpipes "$@" || { rm -rf "$dir"; return 1; }
 	rm -rf "$dir"
 }
+
+# run_js N IN LINES OUT: a transfer through zpipes serve --store nats://…
+# on N fresh embedded nats-servers, stopped afterwards.
+run_js() {
+	local nodes=$1 dir npid urls rc=0
+	shift
+	dir=$(mktemp -d "${BENCH_STORE_DIR:-$tmp}/js.XXXXXX")
+	coproc natsd { "$tmp/natsd" -n "$nodes" -dir "$dir" 2>>"$tmp/natsd.log"; }
+	npid=$natsd_PID
+	if ! read -r -t 30 urls <&"${natsd[0]}"; then
+		log "  natsd did not start; its stderr:"
+		tail -n 5 "$tmp/natsd.log" >&2
+		kill -TERM "$npid" 2>/dev/null || true
+		wait "$npid" 2>/dev/null || true
+		rm -rf "$dir"
+		elapsed=0
+		return 1
+	fi
+	serve_args=(--store "$urls")
+	run_zpipes "$@" || rc=$?
+	kill -TERM "$npid" 2>/dev/null || true
+	wait "$npid" 2>/dev/null || true
+	rm -rf "$dir"
+	return "$rc"
+}
+run_js1() { run_js 1 "$@"; }
+run_js3() { run_js 3 "$@"; }
 
 # Per-process cost of a zpipes transfer: CPU seconds (user + system) and
 # context switches (voluntary + involuntary), which travel between machines
@@ -299,6 +332,7 @@ raw=$tmp/raw.tsv
 systems=(fifo pushpull)
 [[ -n $zpipes ]] && systems+=(zpipes)
 [[ -n $zpipes && ${BENCH_STORE:-1} != 0 ]] && systems+=(store store-1s)
+[[ -n $zpipes && ${BENCH_NATS:-0} == 1 ]] && systems+=(js1 js3)
 failures=0
 
 {

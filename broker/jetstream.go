@@ -493,8 +493,8 @@ func (e *jsEngine) exists(ctx context.Context, name string) (bool, error) {
 	return true, nil
 }
 
-// removeIfUnused deletes the pipe if nobody holds it open and its
-// subjects hold no message, and its consumer with it.
+// removeIfUnused deletes the pipe if nobody holds it open, no broker
+// reads it and its subjects hold no chunk, and its consumer with it.
 func (e *jsEngine) removeIfUnused(ctx context.Context, name string) {
 	key := pipeKey(name)
 	ent, err := e.kv.Get(ctx, key)
@@ -504,6 +504,9 @@ func (e *jsEngine) removeIfUnused(ctx context.Context, name string) {
 	var rec jsPipeRecord
 	if json.Unmarshal(ent.Value(), &rec) != nil || rec.Opens > 0 {
 		return
+	}
+	if _, err := e.kv.Get(ctx, leaseKey(key)); !errors.Is(err, jetstream.ErrKeyNotFound) {
+		return // a broker reads it (or the bucket did not answer)
 	}
 	info, err := e.stream.Info(ctx, jetstream.WithSubjectFilter(jsSubjects+key+".>"))
 	if err != nil || len(info.State.Subjects) > 0 {
@@ -517,7 +520,6 @@ func (e *jsEngine) removeIfUnused(ctx context.Context, name string) {
 		e.log.Debug("jetstream: purging a removed pipe's writers' ends failed", "pipe", abbrev([]byte(name)), "err", err)
 	}
 	e.kv.Delete(ctx, progressKey(key))
-	e.kv.Delete(ctx, leaseKey(key))
 	if err := e.stream.DeleteConsumer(ctx, "p-"+key); err != nil && !errors.Is(err, jetstream.ErrConsumerNotFound) {
 		e.log.Debug("jetstream: deleting a pipe's consumer failed", "pipe", abbrev([]byte(name)), "err", err)
 	}

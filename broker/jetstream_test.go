@@ -1,6 +1,7 @@
 package broker
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"net"
@@ -367,4 +368,49 @@ func TestJetStreamLightWriterNotStarvedAcrossBrokers(t *testing.T) {
 	if !slices.Contains(got[:2], "light") {
 		t.Fatalf("the light writer's chunk was not among the first two read: %q", got)
 	}
+}
+
+// A writer's batches larger than a NATS message are split, and a reader
+// streams them through its window while they are written: 20 MiB of
+// 1 KiB chunks, more than the window holds, in order.
+func TestJetStreamLargeBatchesKeepOrderThroughTheWindow(t *testing.T) {
+	t.Parallel()
+	_, urls := startNATS(t, 1)
+	s := startJSBroker(t, urls)
+	wc, rc := dialT(t, s), dialT(t, s)
+	ctx := testCtx(t)
+	mustOK(t, wc.Open(ctx, "p"))
+	const n = 20000
+	want := make([]string, n)
+	for i := range want {
+		want[i] = fmt.Sprintf("%01000d", i)
+	}
+	done := make(chan []string)
+	go func() { done <- readAllQuiet(rc, "p", n) }()
+	w, err := wc.NewWriter(ctx, "p", WriterOptions{})
+	mustOK(t, err)
+	for _, s := range want {
+		mustOK(t, w.Write([]byte(s)))
+	}
+	_, err = w.Close()
+	mustOK(t, err)
+	if got := <-done; !slices.Equal(got, want) {
+		t.Fatalf("read %d chunks, not the %d written in order", len(got), n)
+	}
+}
+
+// readAllQuiet is readAll for another goroutine: it stops at an error.
+func readAllQuiet(c *Client, pipe string, n int) []string {
+	r := c.NewReader(context.Background(), pipe, ReaderOptions{Max: n})
+	defer r.Close()
+	var out []string
+	for range n {
+		chunk, err := r.Next()
+		if err != nil {
+			return out
+		}
+		out = append(out, string(chunk))
+		r.Consume(1)
+	}
+	return out
 }

@@ -34,6 +34,7 @@ type jsReader struct {
 	seqs    map[uint64]bool   // their stream sequences
 	nextID  uint64            // the id of the next chunk fetched
 	writers map[string]uint64 // subjects' writer tokens, as window writer ids
+	last    map[string]uint64 // the sequence of each writer's last message
 
 	wait     *readerMsg             // the read waiting for chunks
 	held     map[*jsConn]*heldItems // what each connection TOOK and has not ACKed
@@ -46,6 +47,7 @@ type jsReader struct {
 	leaseRev uint64         // the revision of our reader's lease; 0: not ours
 	leaseAt  time.Time      // when it was last renewed
 	fetching bool
+	avgSize  int // bytes of a message, a moving average
 	used     time.Time        // when a connection last read here
 	retry    <-chan time.Time // set after a failed fetch
 	ctx      context.Context  // ends when the reader stops
@@ -72,7 +74,8 @@ const (
 	ropGone                      // the connection is gone
 	ropDelivered                 // read replies written
 	ropReturned                  // read replies never written
-	ropFetched                   // a fetch's messages
+	ropArrived                   // messages of the fetch in flight
+	ropFetched                   // the fetch is over
 	ropProbe                     // tests: does a read wait?
 )
 
@@ -98,9 +101,11 @@ func newJSReader(e *jsEngine, name string) *jsReader {
 		seqs:    make(map[uint64]bool),
 		nextID:  1,
 		writers: make(map[string]uint64),
+		last:    make(map[string]uint64),
 		held:    make(map[*jsConn]*heldItems),
 		took:    make(map[*jsConn]taken),
 		used:    time.Now(),
+		avgSize: 64 << 10,
 	}
 	r.ctx, r.stop = context.WithCancel(context.Background())
 	return r
@@ -223,9 +228,11 @@ func (r *jsReader) handle(m readerMsg) {
 		r.win.unread(m.items)
 	case ropProbe:
 		m.probe <- r.wait != nil
+	case ropArrived:
+		r.fetched(m.fetched, nil)
 	case ropFetched:
 		r.fetching = false
-		r.fetched(m.fetched, m.err)
+		r.fetched(nil, m.err)
 	}
 	r.serveWaiting()
 }
@@ -388,9 +395,13 @@ func (r *jsReader) want() {
 		r.failed(err)
 		return
 	}
+	// A pull asks for a count of messages, from the average size seen,
+	// never for bytes: a message that does not fit a pull's byte budget
+	// was seen to come after the next one.
+	n := max(1, min(256, 1000-len(r.msgs), (jsWindowBytes-r.win.bytes)/max(r.avgSize, 1)))
 	r.fetching = true
 	r.e.readerWG.Add(1)
-	go r.fetch(r.cons, min(256, 1000-len(r.msgs)))
+	go r.fetch(r.cons, n)
 }
 
 // fetch runs in its own goroutine: JetStream holds a pull open until
@@ -399,18 +410,33 @@ func (r *jsReader) fetch(cons jetstream.Consumer, n int) {
 	defer r.e.readerWG.Done()
 	ctx, cancel := context.WithTimeout(r.ctx, jsFetchWait)
 	defer cancel()
-	var msgs []jetstream.Msg
-	batch, err := cons.Fetch(n, jetstream.FetchContext(ctx), jetstream.FetchPriorityGroup(jsGroup), jetstream.FetchMaxBytes(jsWindowBytes))
+	batch, err := cons.Fetch(n, jetstream.FetchContext(ctx), jetstream.FetchPriorityGroup(jsGroup))
 	if err == nil {
-		for m := range batch.Messages() {
-			msgs = append(msgs, m)
+		// The messages go to the window as they come, not once the batch
+		// is full: a pull waits for the whole batch or its expiry.
+		ch := batch.Messages()
+		for m := range ch {
+			msgs := []jetstream.Msg{m}
+		more:
+			for len(msgs) < n {
+				select {
+				case m, ok := <-ch:
+					if !ok {
+						break more
+					}
+					msgs = append(msgs, m)
+				default:
+					break more
+				}
+			}
+			r.box.put(readerMsg{op: ropArrived, fetched: msgs})
 		}
 		err = batch.Error()
 	}
 	if errors.Is(err, context.DeadlineExceeded) || errors.Is(err, jetstream.ErrNoMessages) {
 		err = nil // nothing came
 	}
-	r.box.put(readerMsg{op: ropFetched, fetched: msgs, err: err})
+	r.box.put(readerMsg{op: ropFetched, err: err})
 }
 
 // finishFetch waits for the fetch in flight, if any, and takes in its
@@ -455,12 +481,17 @@ func (r *jsReader) fetched(msgs []jetstream.Msg, err error) {
 			r.pinID = pin
 		}
 		token := m.Subject()[strings.LastIndexByte(m.Subject(), '.')+1:]
+		if seq < r.last[token] {
+			r.e.log.Error("jetstream: a writer's message came after a later one; its chunks are read out of order", "pipe", abbrev([]byte(r.name)), "seq", seq, "after", r.last[token])
+		}
+		r.last[token] = seq
 		wid, ok := r.writers[token]
 		if !ok {
 			wid = uint64(len(r.writers) + 1)
 			r.writers[token] = wid
 		}
 		data := m.Data()
+		r.avgSize += (len(data) - r.avgSize) / 8
 		if strings.HasPrefix(m.Subject(), jsEnds) {
 			r.win.finish(wid)
 			m.Ack()
@@ -538,6 +569,7 @@ func (r *jsReader) leave() {
 	if len(r.msgs) == 0 {
 		r.unpin(ctx)
 		// The last reader of a closed pipe removes it once drained.
+		r.release(ctx)
 		r.e.removeIfUnused(ctx, r.name)
 		return
 	}
@@ -575,6 +607,7 @@ func (r *jsReader) reset() {
 	r.msgs = nil
 	clear(r.seqs)
 	clear(r.writers)
+	clear(r.last)
 	clear(r.took)
 	r.pinID = ""
 }
