@@ -47,7 +47,7 @@ type jsReader struct {
 	leaseRev uint64         // the revision of our reader's lease; 0: not ours
 	leaseAt  time.Time      // when it was last renewed
 	fetching bool
-	avgSize  int // bytes of a message, a moving average
+	avgSize  int              // bytes of a message, a moving average
 	used     time.Time        // when a connection last read here
 	retry    <-chan time.Time // set after a failed fetch
 	ctx      context.Context  // ends when the reader stops
