@@ -1,6 +1,6 @@
 // Package broker is the zpipes broker and its client: named pipes of chunks
-// kept in memory, and optionally in a write-ahead log on disk, spoken to
-// over ZeroMQ.
+// kept in memory, and optionally in a write-ahead log on disk or in NATS
+// JetStream, spoken to over ZeroMQ.
 //
 // A pipe is a named queue of chunks (any bytes, empty included). Any number
 // of connections write to it; at most one waits to read from it at a time.
@@ -38,6 +38,17 @@
 // Inside the broker one goroutine owns every pipe and queue (core.loop);
 // each connection has a reader and a writer goroutine that talk to it
 // through channels and a non-blocking outbox.
+//
+// With a store that names NATS servers (--store nats://…) the pipes live in
+// JetStream and every broker given the same servers serves the same pipes.
+// Then Listen runs jsEngine (jetstream.go) in the core's place: a shared
+// store must decide what the core decides from its own memory (whether a
+// pipe exists, who its one reader is across machines, whose chunk is next),
+// each decision takes a round trip, so the seam is the engine that answers
+// requests, not the core's write-only journal (store.go). jetstream.go
+// explains the mapping (a KV bucket of pipes, a subject per writer, chunks
+// batched into messages, one consumer per pipe read through a fair window)
+// and the alternatives.
 //
 // The client side is Client, one connection, with Writer and Reader for
 // streams (stream.go): they keep batches in flight and hold the promises a
