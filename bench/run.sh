@@ -274,7 +274,9 @@ run_zpipes() { # IN LINES OUT
 	for who in writer broker reader; do
 		[[ -s $tmp/$who.cost ]] || continue
 		local cpu_user cpu_sys vol invol
-		read -r cpu_user cpu_sys vol invol <"$tmp/$who.cost" || continue
+		# The last line: time(1) puts "Command exited with non-zero
+		# status N" before the figures of a process that failed.
+		read -r cpu_user cpu_sys vol invol < <(tail -n 1 "$tmp/$who.cost") || continue
 		[[ -n $invol ]] || continue
 		printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$wl" "$sys_name" "$who" "$n" \
 			"$(wc -c <"$in")" "$(awk -v u="$cpu_user" -v s="$cpu_sys" 'BEGIN { print u + s }')" "$((vol + invol))" >>"$tmp/cost.tsv"

@@ -450,7 +450,7 @@ func (e *jsEngine) addOpens(ctx context.Context, name string, delta int, create 
 			}
 			b, _ := json.Marshal(jsPipeRecord{Name: []byte(name), Opens: delta})
 			_, err = e.kv.Create(ctx, key, b)
-			if errors.Is(err, jetstream.ErrKeyExists) {
+			if casConflict(err) {
 				continue // created meanwhile by another broker
 			}
 			if err != nil {
@@ -471,7 +471,7 @@ func (e *jsEngine) addOpens(ctx context.Context, name string, delta int, create 
 		rec.Opens += delta
 		b, _ := json.Marshal(rec)
 		_, err = e.kv.Update(ctx, key, b, ent.Revision())
-		if errors.Is(err, jetstream.ErrKeyExists) {
+		if casConflict(err) {
 			continue // changed meanwhile: again from its new value
 		}
 		if err != nil {
@@ -479,6 +479,13 @@ func (e *jsEngine) addOpens(ctx context.Context, name string, delta int, create 
 		}
 		return rec.Opens, nil
 	}
+}
+
+// casConflict reports whether a create or compare-and-set lost to another
+// change of the key: a replicated bucket reports it as a revision mismatch
+// (10164), a single server as "key exists" (10071).
+func casConflict(err error) bool {
+	return errors.Is(err, jetstream.ErrKeyExists) || errors.Is(err, jetstream.ErrKeyRevisionMismatch)
 }
 
 // exists reports whether the pipe has a key.

@@ -60,12 +60,14 @@ func startNATS(t testing.TB, n int) ([]*server.Server, string) {
 	}
 	if n > 1 {
 		settle(t, 20*time.Second, "the cluster's JetStream leader", func() (bool, string) {
+			// A leader that knows every server as a JetStream peer: before
+			// that, an R3 stream finds "no suitable peers for placement".
 			for _, s := range srvs {
-				if s.JetStreamIsLeader() {
+				if s.JetStreamIsLeader() && len(s.JetStreamClusterPeers()) == n {
 					return true, ""
 				}
 			}
-			return false, "no meta leader"
+			return false, "no meta leader with every peer"
 		})
 	}
 	return srvs, strings.Join(urls, ",")
@@ -413,4 +415,28 @@ func readAllQuiet(c *Client, pipe string, n int) []string {
 		r.Consume(1)
 	}
 	return out
+}
+
+// Open counts change by compare-and-set: OPENs racing through two brokers
+// on a replicated bucket are all counted.
+func TestJetStreamConcurrentOpensAcrossBrokersAllCount(t *testing.T) {
+	t.Parallel()
+	_, a, b := startTwoJSBrokers(t)
+	ctx := testCtx(t)
+	const each = 8
+	errs := make(chan error, 2*each)
+	for _, s := range []*Server{a, b} {
+		for range each {
+			c := dialT(t, s)
+			go func() { errs <- c.Open(ctx, "p") }()
+		}
+	}
+	for range 2 * each {
+		mustOK(t, <-errs)
+	}
+	ps, err := dialT(t, b).List(ctx)
+	mustOK(t, err)
+	if len(ps) != 1 || ps[0].Opens != 2*each {
+		t.Fatalf("LIST after %d OPENs: %+v", 2*each, ps)
+	}
 }

@@ -675,7 +675,7 @@ func (r *jsReader) claim() (bool, error) {
 			r.leaseRev, r.leaseAt = rev, time.Now()
 			return true, nil
 		}
-		if !errors.Is(err, jetstream.ErrKeyExists) {
+		if !casConflict(err) {
 			return false, err
 		}
 		ent, err := r.e.kv.Get(ctx, k)
@@ -691,7 +691,7 @@ func (r *jsReader) claim() (bool, error) {
 			return false, nil
 		}
 		rev, err = r.e.kv.Update(ctx, k, r.leaseValue(), ent.Revision())
-		if errors.Is(err, jetstream.ErrKeyExists) {
+		if casConflict(err) {
 			return false, nil // another broker took it first
 		}
 		if err != nil {
@@ -712,7 +712,7 @@ func (r *jsReader) renew() {
 	rev, err := r.e.kv.Update(ctx, leaseKey(r.key), r.leaseValue(), r.leaseRev)
 	if err != nil {
 		r.e.log.Warn("jetstream: could not renew the lease on reading a pipe", "pipe", abbrev([]byte(r.name)), "err", err)
-		if errors.Is(err, jetstream.ErrKeyExists) {
+		if casConflict(err) {
 			r.leaseRev = 0 // another broker holds it now
 		}
 		return

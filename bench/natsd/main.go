@@ -71,7 +71,7 @@ func main() {
 	for deadline := time.Now().Add(20 * time.Second); *n > 1; time.Sleep(10 * time.Millisecond) {
 		leader := false
 		for _, s := range srvs {
-			leader = leader || s.JetStreamIsLeader()
+			leader = leader || (s.JetStreamIsLeader() && len(s.JetStreamClusterPeers()) == *n)
 		}
 		if leader {
 			break
