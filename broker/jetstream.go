@@ -181,6 +181,8 @@ type jsEngine struct {
 	readersQuit chan struct{}
 	mu          sync.Mutex // guards readers, the registry only
 	readers     map[string]*jsReader
+	// Failures that repeat while NATS is away: a line a second.
+	readFailed *limitedLog
 }
 
 // openJetStream connects to the servers and makes sure the stream and
@@ -207,6 +209,7 @@ func openJetStream(urls string, cfg JetStreamConfig, log *slog.Logger) (*jsEngin
 		conns:       make(map[uint64]*jsConn),
 	}
 	e.ctx, e.stop = context.WithCancel(context.Background())
+	e.readFailed = newLimitedLog(log, slog.LevelWarn, "jetstream: reading a pipe failed; retrying", time.Second)
 	opts := []nats.Option{
 		nats.Name("zpipes broker " + e.id),
 		nats.MaxReconnects(-1),
@@ -238,11 +241,12 @@ func openJetStream(urls string, cfg JetStreamConfig, log *slog.Logger) (*jsEngin
 	}
 	nc, err := nats.Connect(urls, opts...)
 	if err != nil {
+		e.readFailed.close()
 		return nil, fmt.Errorf("store %s: cannot connect to NATS: %w (is nats-server running with JetStream, and reachable?)", urls, err)
 	}
 	e.nc = nc
 	if err := e.setUp(urls); err != nil {
-		e.closeNATS()
+		e.close()
 		return nil, err
 	}
 	return e, nil
@@ -324,11 +328,12 @@ func retryable(err error) bool {
 	return true
 }
 
-// closeNATS closes the connection and waits until nats.go's goroutines
+// close closes the NATS connection and waits until nats.go's goroutines
 // are done with it.
-func (e *jsEngine) closeNATS() {
+func (e *jsEngine) close() {
 	e.nc.Close()
 	<-e.closed
+	e.readFailed.close()
 }
 
 // limitChunk lowers a chunk limit to what one message can carry.
@@ -399,7 +404,7 @@ func (e *jsEngine) shutdown() {
 	e.connWG.Wait()
 	close(e.readersQuit)
 	e.readerWG.Wait()
-	e.closeNATS()
+	e.close()
 	e.log.Info("shutting down", "store", "jetstream")
 }
 

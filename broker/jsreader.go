@@ -455,7 +455,7 @@ func (r *jsReader) failed(err error) {
 		r.cons = nil // the pipe was removed and made again: a new consumer
 	}
 	if r.ctx.Err() == nil {
-		r.e.log.Warn("jetstream: reading a pipe failed; retrying", "pipe", abbrev([]byte(r.name)), "err", err)
+		r.e.readFailed.event("pipe", abbrev([]byte(r.name)), "err", err)
 	}
 	r.retry = time.After(200 * time.Millisecond) // back off, then again
 }

@@ -223,7 +223,7 @@ func Listen(cfg Config) (*Server, error) {
 	if err != nil {
 		st.close()
 		if eng != nil {
-			eng.closeNATS()
+			eng.close()
 		}
 		return nil, err
 	}
