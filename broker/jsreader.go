@@ -404,30 +404,28 @@ func (r *jsReader) want() {
 	go r.fetch(r.cons, n)
 }
 
-// fetch runs in its own goroutine: JetStream holds a pull open until
-// messages come or jsFetchWait passes.
+// fetch runs in its own goroutine: JetStream holds a pull open until n
+// messages come or jsFetchWait passes. It has no context: a pull the
+// client gives up on may still be answered, and those messages would come
+// back only after the ack wait, behind later ones. So a fetch ends when
+// the server says the pull is over.
 func (r *jsReader) fetch(cons jetstream.Consumer, n int) {
 	defer r.e.readerWG.Done()
-	ctx, cancel := context.WithTimeout(r.ctx, jsFetchWait)
-	defer cancel()
-	batch, err := cons.Fetch(n, jetstream.FetchContext(ctx), jetstream.FetchPriorityGroup(jsGroup))
+	batch, err := cons.Fetch(n, jetstream.FetchMaxWait(jsFetchWait), jetstream.FetchPriorityGroup(jsGroup))
 	if err == nil {
-		// The messages go to the window as they come, not once the batch
-		// is full: a pull waits for the whole batch or its expiry.
+		// The messages go to the window as they come, not once the pull
+		// is full (it waits for n messages or its expiry); but each time
+		// with every message the consumer has at hand, so that reads take
+		// turns among all the writers it holds.
 		ch := batch.Messages()
 		for m := range ch {
 			msgs := []jetstream.Msg{m}
-		more:
-			for len(msgs) < n {
-				select {
-				case m, ok := <-ch:
-					if !ok {
-						break more
-					}
-					msgs = append(msgs, m)
-				default:
-					break more
+			for len(msgs) < n && pendingAfter(msgs[len(msgs)-1]) {
+				m, ok := <-ch
+				if !ok {
+					break
 				}
+				msgs = append(msgs, m)
 			}
 			r.box.put(readerMsg{op: ropArrived, fetched: msgs})
 		}
@@ -437,6 +435,13 @@ func (r *jsReader) fetch(cons jetstream.Consumer, n int) {
 		err = nil // nothing came
 	}
 	r.box.put(readerMsg{op: ropFetched, err: err})
+}
+
+// pendingAfter reports whether the consumer had more messages ready when
+// it sent this one.
+func pendingAfter(m jetstream.Msg) bool {
+	meta, err := m.Metadata()
+	return err == nil && meta.NumPending > 0
 }
 
 // finishFetch waits for the fetch in flight, if any, and takes in its
