@@ -53,9 +53,13 @@ import (
 //     writer CLOSEs the pipe or goes away it publishes an empty message,
 //     its end: writers that start after it are read after it.
 //   - Reading: each pipe has one durable consumer (explicit acks) in a
-//     pinned priority group, so JetStream delivers to one broker at a time;
-//     a broker asked to read a pipe pinned to another answers "another
-//     reader is waiting". The reading broker fetches messages ahead into a
+//     pinned priority group, so JetStream delivers to one broker at a time.
+//     JetStream pins a client only with a delivered message, so two
+//     brokers could each have a reader waiting on an empty pipe: a broker
+//     reads a pipe only while it holds the pipe's lease, a key in the
+//     bucket taken by compare-and-set and renewed while it reads
+//     (jsreader.go); a broker asked to read a pipe whose lease another
+//     holds answers "another reader is waiting". The reading broker fetches messages ahead into a
 //     window (jsreader.go), a local pipe (pipe.go) whose writers' queues
 //     are the subjects: reads take one chunk per writer in turn, with the
 //     same rule for writers that ended, so fairness and the order of
@@ -67,7 +71,8 @@ import (
 //     JetStream redelivers in the order the naks arrive) and unpins the
 //     consumer, so the next reader anywhere gets them in order. If the
 //     broker dies instead, JetStream redelivers its messages after the ack
-//     wait, in stream order, once the pin has expired.
+//     wait, in stream order, and the next reader comes after that: the pin
+//     and the lease on the pipe last longer than the ack wait.
 //
 // Alternatives measured or tried (docs/jetstream.md): one message per
 // chunk (simple, ~70 k chunks/s, rejected); fairness by one consumer per
@@ -77,8 +82,7 @@ import (
 // light writer behind a heavy writer's backlog larger than that waits for
 // the part of it ahead); giving back with ResetConsumerToSequence (in
 // order, but it would also replay acknowledged messages of a stream that
-// keeps them); one reader by a KV lease (works without messages, but one
-// more round trip per read; the pin comes with the messages).
+// keeps them); one reader by the pin alone (not enough, above).
 //
 // What the broker cannot promise here: a batch is acknowledged as one
 // message, so if a reading broker dies (not a clean stop), chunks of a
@@ -109,8 +113,11 @@ type JetStreamConfig struct {
 	// 3 if the cluster has at least three servers, else 1.
 	Replicas int
 	// AckWait is how long a reading broker that died keeps its messages
-	// before JetStream redelivers them; PinnedTTL how long its pin lasts
-	// without a pull. Defaults 30 s and 10 s; tests shorten them.
+	// before JetStream redelivers them; PinnedTTL how long its pin (and
+	// its lease on the pipe) lasts without a pull. PinnedTTL is longer,
+	// so the next reader comes once the dead broker's messages are due
+	// again, and gets them first, in order. Defaults 10 s and 12 s; tests
+	// shorten them.
 	AckWait   time.Duration
 	PinnedTTL time.Duration
 	// Linger is how long a broker keeps reading a pipe nobody reads
@@ -189,10 +196,10 @@ type jsEngine struct {
 // the bucket exist.
 func openJetStream(urls string, cfg JetStreamConfig, log *slog.Logger) (*jsEngine, error) {
 	if cfg.AckWait == 0 {
-		cfg.AckWait = 30 * time.Second
+		cfg.AckWait = 10 * time.Second
 	}
-	if cfg.PinnedTTL == 0 {
-		cfg.PinnedTTL = 10 * time.Second
+	if cfg.PinnedTTL <= cfg.AckWait {
+		cfg.PinnedTTL = cfg.AckWait + cfg.AckWait/5
 	}
 	if cfg.Linger == 0 {
 		cfg.Linger = time.Second

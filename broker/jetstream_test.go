@@ -94,7 +94,7 @@ func startJSBroker(t testing.TB, urls string, cfgs ...func(*Config)) *Server {
 	t.Helper()
 	return startServer(t, append([]func(*Config){func(c *Config) {
 		c.Store = urls
-		c.JetStream = JetStreamConfig{AckWait: 2 * time.Second, PinnedTTL: 2 * time.Second, Linger: 200 * time.Millisecond}
+		c.JetStream = JetStreamConfig{AckWait: 2 * time.Second, PinnedTTL: 3 * time.Second, Linger: 200 * time.Millisecond}
 		c.Logger = quietLogger(t)
 	}}, cfgs...)...)
 }
