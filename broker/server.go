@@ -56,7 +56,7 @@ type Config struct {
 	StoreSyncEvery time.Duration
 	// JetStream says how to use a Store that names NATS servers
 	// (nats://host:4222[,host2:4222…]): then the pipes live in JetStream,
-	// shared by every broker pointed at it (jetstream.go).
+	// shared by every broker pointed at it (see the package doc).
 	JetStream JetStreamConfig
 
 	// logEvery is the window of the logs that summarise events peers can
