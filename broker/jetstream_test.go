@@ -440,3 +440,46 @@ func TestJetStreamConcurrentOpensAcrossBrokersAllCount(t *testing.T) {
 		t.Fatalf("LIST after %d OPENs: %+v", 2*each, ps)
 	}
 }
+
+// A broker whose NATS server goes away reconnects: a write made while it
+// is away waits, and is stored and acknowledged once the server is back.
+func TestJetStreamWriteWaitsForNATSToComeBack(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	opts := &server.Options{Host: "127.0.0.1", Port: freePort(t), JetStream: true,
+		StoreDir: dir, SyncAlways: true, NoLog: true, NoSigs: true}
+	ns := runNATS(t, opts)
+	s := startJSBroker(t, ns.ClientURL())
+	c := dialT(t, s)
+	ctx := testCtx(t)
+	mustOK(t, c.Open(ctx, "p"))
+	mustOK(t, c.Write(ctx, "p", []byte("before")))
+	stopNATS(ns)
+	wrote := make(chan error, 1)
+	go func() { wrote <- c.Write(ctx, "p", []byte("during")) }()
+	ns = runNATS(t, opts) // the same port and directory: the stream is back
+	mustOK(t, <-wrote)
+	got, err := readBatch(ctx, c, "p", 10)
+	mustOK(t, err)
+	if len(got) != 2 || string(got[0]) != "before" || string(got[1]) != "during" {
+		t.Fatalf("read after the server came back: %q", got)
+	}
+	mustOK(t, s.Close()) // while NATS is up: the cleanups stop it first
+}
+
+// runNATS starts one nats-server with these options, stopped when the test
+// ends.
+func runNATS(t *testing.T, opts *server.Options) *server.Server {
+	t.Helper()
+	o := *opts
+	ns, err := server.NewServer(&o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ns.Start()
+	if !ns.ReadyForConnections(10 * time.Second) {
+		t.Fatal("nats-server not ready")
+	}
+	t.Cleanup(func() { stopNATS(ns) })
+	return ns
+}
