@@ -197,9 +197,18 @@ func BenchmarkEndToEnd(b *testing.B) {
 		window    = 8
 		readAhead = 4
 	)
-	s := startServer(b, func(c *Config) {
+	benchEndToEnd(b, startServer(b, func(c *Config) {
 		c.Logger = slog.New(slog.DiscardHandler)
-	})
+	}))
+}
+
+// benchEndToEnd is BenchmarkEndToEnd's transfer through the broker s.
+func benchEndToEnd(b *testing.B, s *Server) {
+	const (
+		batch     = 1024
+		window    = 8
+		readAhead = 4
+	)
 	wc, rc := dialT(b, s), dialT(b, s)
 	ctx := testCtx(b)
 	if err := wc.Open(ctx, "jobs"); err != nil {

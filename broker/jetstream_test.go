@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"net"
 	"slices"
 	"strings"
@@ -482,4 +483,13 @@ func runNATS(t *testing.T, opts *server.Options) *server.Server {
 	}
 	t.Cleanup(func() { stopNATS(ns) })
 	return ns
+}
+
+// BenchmarkEndToEndJetStream is BenchmarkEndToEnd through a broker whose
+// pipes are in one embedded nats-server (file store, fsync on every write).
+func BenchmarkEndToEndJetStream(b *testing.B) {
+	_, urls := startNATS(b, 1)
+	benchEndToEnd(b, startJSBroker(b, urls, func(c *Config) {
+		c.Logger = slog.New(slog.DiscardHandler)
+	}))
 }

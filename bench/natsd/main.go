@@ -25,6 +25,7 @@ func main() {
 	n := flag.Int("n", 1, "servers")
 	dir := flag.String("dir", "", "directory for the servers' JetStream stores (required)")
 	sync := flag.Bool("sync", true, "fsync every write (jetstream sync_interval: always)")
+	payload := flag.Int("max-payload", 8<<20, "max_payload, as the README's setup has it")
 	flag.Parse()
 	if *dir == "" {
 		log.Fatal("natsd: -dir is required")
@@ -52,6 +53,7 @@ func main() {
 			SyncAlways: *sync,
 			NoSigs:     true,
 			NoLog:      true,
+			MaxPayload: int32(*payload),
 		}
 		if *n > 1 {
 			opts.Cluster = server.ClusterOpts{Name: "bench", Host: "127.0.0.1", Port: ports[i]}
