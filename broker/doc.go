@@ -113,10 +113,17 @@
 // What the broker cannot promise here: a batch is acknowledged as one
 // message, so if a reading broker dies (not a clean stop), chunks of a
 // partly consumed message already delivered are delivered again (at least
-// once, as with --store DIR after a crash). HOLDs are open counts in the
+// once, as with --store DIR after a crash). LIST reports open counts,
+// writers, and batches as chunks; not bytes, taken, blocked or reader. A
+// drained pipe with no opens goes when the broker reading it stops (its
+// linger), not at the read that drained it. HOLDs are open counts in the
 // bucket like OPENs, ended by the broker when the connection goes: a
-// broker that dies leaves its HOLDs counted. The byte limits bound the
-// read-ahead window, not the pipes: JetStream's own limits bound those.
+// broker that dies leaves its HOLDs counted. --max-pipes,
+// --max-pipe-bytes and --max-total-bytes do not apply: JetStream's own
+// limits bound the pipes, and a constant (8 MiB) each pipe's read-ahead.
+// Known and not understood: one benchmark transfer of the 60 or so made
+// read a writer's chunks out of order (docs/jetstream.md); the reader logs
+// an error if its messages ever come out of order.
 //
 // Durability: zpipes cannot set the file store's fsync; it is the server's
 // (jetstream { sync_interval }). With three replicas a publish is
