@@ -121,9 +121,10 @@
 // broker that dies leaves its HOLDs counted. --max-pipes,
 // --max-pipe-bytes and --max-total-bytes do not apply: JetStream's own
 // limits bound the pipes, and a constant (8 MiB) each pipe's read-ahead.
-// Known and not understood: one benchmark transfer of the 60 or so made
-// read a writer's chunks out of order (docs/jetstream.md); the reader logs
-// an error if its messages ever come out of order.
+// Known and not understood: after the fetch fixes, one W2 benchmark
+// transfer (of about 60 made since) read a writer's chunks out of order
+// (docs/jetstream.md); the reader logs an error if its messages ever come
+// out of order.
 //
 // Durability: zpipes cannot set the file store's fsync; it is the server's
 // (jetstream { sync_interval }). With three replicas a publish is
