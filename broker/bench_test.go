@@ -192,11 +192,6 @@ func BenchmarkWireWriteMessage(b *testing.B) {
 // -r does). An op is one batch written and read; allocations are the whole
 // process's (clients and broker).
 func BenchmarkEndToEnd(b *testing.B) {
-	const (
-		batch     = 1024
-		window    = 8
-		readAhead = 4
-	)
 	benchEndToEnd(b, startServer(b, func(c *Config) {
 		c.Logger = slog.New(slog.DiscardHandler)
 	}))

@@ -458,7 +458,7 @@ func TestJetStreamWriteWaitsForNATSToComeBack(t *testing.T) {
 	stopNATS(ns)
 	wrote := make(chan error, 1)
 	go func() { wrote <- c.Write(ctx, "p", []byte("during")) }()
-	ns = runNATS(t, opts) // the same port and directory: the stream is back
+	runNATS(t, opts) // the same port and directory: the stream is back
 	mustOK(t, <-wrote)
 	got, err := readBatch(ctx, c, "p", 10)
 	mustOK(t, err)
