@@ -493,3 +493,88 @@ func BenchmarkEndToEndJetStream(b *testing.B) {
 		c.Logger = slog.New(slog.DiscardHandler)
 	}))
 }
+
+// What a reader gives back goes to the head, in order: chunks it TOOK and
+// NACKs, chunks it READ and UNREADs; an ACK of more than it holds is
+// refused.
+func TestJetStreamGiveBackGoesToTheHeadInOrder(t *testing.T) {
+	t.Parallel()
+	_, urls := startNATS(t, 1)
+	s := startJSBroker(t, urls)
+	c := dialT(t, s)
+	ctx := testCtx(t)
+	mustOK(t, c.Open(ctx, "p"))
+	for _, s := range numbered(1, 10) {
+		mustOK(t, c.Write(ctx, "p", []byte(s)))
+	}
+	var took []string
+	for len(took) < 5 {
+		took = append(took, takeN(t, c, "p", 5-len(took))...)
+	}
+	if !slices.Equal(took, numbered(1, 5)) {
+		t.Fatalf("TAKE: %q", took)
+	}
+	if _, err := c.do(ctx, CmdAck, []byte("p"), []byte("6")); !errors.Is(err, ErrBadRequest) {
+		t.Fatalf("ACK of 6 with 5 held: %v", err)
+	}
+	_, err := c.do(ctx, CmdAck, []byte("p"), []byte("2"))
+	mustOK(t, err)
+	_, err = c.do(ctx, CmdNack, []byte("p"))
+	mustOK(t, err)
+	var got []string
+	for len(got) < 3 {
+		b, err := readBatch(ctx, c, "p", 3-len(got))
+		mustOK(t, err)
+		for _, ch := range b {
+			got = append(got, string(ch))
+		}
+	}
+	if !slices.Equal(got, numbered(3, 5)) {
+		t.Fatalf("after ACK 2 and NACK: %q, want 3 to 5", got)
+	}
+	mustOK(t, c.Unread(ctx, "p", []byte("4"), []byte("5")))
+	var rest []string
+	for len(rest) < 7 {
+		b, err := readBatch(ctx, c, "p", 7-len(rest))
+		mustOK(t, err)
+		for _, ch := range b {
+			rest = append(rest, string(ch))
+		}
+	}
+	if want := append([]string{"4", "5"}, numbered(6, 10)...); !slices.Equal(rest, want) {
+		t.Fatalf("after UNREAD of 4 and 5: %q, want %q", rest, want)
+	}
+}
+
+// Writers that run one after another, through different brokers, are read
+// in that order, even when the reader finds both in its window.
+func TestJetStreamSequentialWritersAcrossBrokersKeepTheirOrder(t *testing.T) {
+	t.Parallel()
+	_, a, b := startTwoJSBrokers(t)
+	ctx := testCtx(t)
+	rc := dialT(t, b)
+	mustOK(t, rc.Open(ctx, "p"))
+	for i, s := range []*Server{a, b, a} {
+		w := dialT(t, s)
+		for _, s := range numbered(100*i+1, 100*i+100) {
+			mustOK(t, w.Write(ctx, "p", []byte(s)))
+		}
+		mustOK(t, w.Close()) // its end: whoever writes next is read after it
+	}
+	if got := readAll(t, rc, "p", 300); !slices.Equal(got, numbered(1, 300)) {
+		t.Fatalf("three writers one after another, read: %v...", got[:20])
+	}
+}
+
+// A HOLD ends with its connection, and the pipe with it once empty.
+func TestJetStreamHoldEndsWithTheConnection(t *testing.T) {
+	t.Parallel()
+	_, urls := startNATS(t, 1)
+	s := startJSBroker(t, urls)
+	h, c := dialT(t, s), dialT(t, s)
+	ctx := testCtx(t)
+	mustOK(t, h.Hold(ctx, "p"))
+	waitFor(t, c, func(ps []PipeInfo) bool { return len(ps) == 1 && ps[0].Opens == 1 })
+	h.Close()
+	assertNoPipesEventually(t, c)
+}
