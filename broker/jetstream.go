@@ -253,7 +253,10 @@ func (e *jsEngine) publish(ctx context.Context, subj, id string, data []byte) er
 func retryable(err error) bool {
 	var je jetstream.JetStreamError
 	if errors.As(err, &je) && je.APIError() != nil {
-		return je.APIError().Code == 503
+		// 503: no leader yet; 10158: the same message id is still being
+		// stored (a first try that timed out), so try again to learn how
+		// it ended.
+		return je.APIError().Code == 503 || je.APIError().ErrorCode == 10158
 	}
 	return true
 }

@@ -17,8 +17,24 @@ import (
 
 // want starts a fetch if a connection reads here and the window has room.
 func (r *jsReader) want() {
-	if r.fetching || r.retry != nil || r.leaseRev == 0 {
+	if r.fetching || r.retry != nil {
 		return
+	}
+	if r.leaseRev == 0 {
+		if r.wait == nil {
+			return
+		}
+		// A read waits for a lease its claim could not get an answer for.
+		ok, err := r.claim()
+		if err != nil {
+			r.failed(err)
+			return
+		}
+		if !ok {
+			r.wait.answer <- errorReply(ErrReaderBusy)
+			r.wait = nil
+			return
+		}
 	}
 	active := r.wait != nil || time.Since(r.used) < r.e.cfg.Linger
 	if !active || r.win.bytes >= jsWindowBytes || len(r.msgs) >= 1000 {
@@ -36,8 +52,27 @@ func (r *jsReader) want() {
 	// was seen to come after the next one.
 	n := max(1, min(256, 1000-len(r.msgs), (jsWindowBytes-r.win.bytes)/max(r.avgSize, 1)))
 	r.fetching = true
+	r.fetchGen++
+	r.fetchStart = time.Now()
 	r.e.readerWG.Add(1)
-	go r.fetch(r.cons, n)
+	go r.fetch(r.cons, n, r.fetchGen)
+}
+
+// jsFetchGrace is how long past its expiry a pull may go on before the
+// reader stops waiting for it. A pull ends when the server says so; one
+// was seen to go on for good after a server of the cluster was lost (the
+// client's guard timer restarts with every status message). Its messages,
+// if any come, still go to the window.
+const jsFetchGrace = 5 * time.Second
+
+// abandon stops waiting for a pull that has gone on too long, so that
+// another starts.
+func (r *jsReader) abandon() {
+	if r.fetching && time.Since(r.fetchStart) > jsFetchWait+jsFetchGrace {
+		r.e.readFailed.event("pipe", abbrev([]byte(r.name)), "err", "a pull did not end; starting another")
+		r.fetching = false
+		r.fetchGen++
+	}
 }
 
 // fetch runs in its own goroutine: JetStream holds a pull open until n
@@ -45,7 +80,7 @@ func (r *jsReader) want() {
 // client gives up on may still be answered, and those messages would come
 // back only after the ack wait, behind later ones. So a fetch ends when
 // the server says the pull is over.
-func (r *jsReader) fetch(cons jetstream.Consumer, n int) {
+func (r *jsReader) fetch(cons jetstream.Consumer, n int, gen uint64) {
 	defer r.e.readerWG.Done()
 	batch, err := cons.Fetch(n, jetstream.FetchMaxWait(jsFetchWait), jetstream.FetchPriorityGroup(jsGroup))
 	if err == nil {
@@ -54,11 +89,14 @@ func (r *jsReader) fetch(cons jetstream.Consumer, n int) {
 		// with every message the consumer has at hand, so that reads take
 		// turns among all the writers it holds.
 		ch := batch.Messages()
-		for m := range ch {
+		for {
+			m, ok := r.next(ch)
+			if !ok {
+				break
+			}
 			msgs := []jetstream.Msg{m}
 			for len(msgs) < n && pendingAfter(msgs[len(msgs)-1]) {
-				m, ok := <-ch
-				if !ok {
+				if m, ok = r.next(ch); !ok {
 					break
 				}
 				msgs = append(msgs, m)
@@ -70,7 +108,18 @@ func (r *jsReader) fetch(cons jetstream.Consumer, n int) {
 	if errors.Is(err, context.DeadlineExceeded) || errors.Is(err, jetstream.ErrNoMessages) {
 		err = nil // nothing came
 	}
-	r.box.put(readerMsg{op: ropFetched, err: err})
+	r.box.put(readerMsg{op: ropFetched, err: err, gen: gen})
+}
+
+// next receives a pull's next message; false once the pull is over or the
+// reader has stopped.
+func (r *jsReader) next(ch <-chan jetstream.Msg) (jetstream.Msg, bool) {
+	select {
+	case m, ok := <-ch:
+		return m, ok
+	case <-r.ctx.Done():
+		return nil, false
+	}
 }
 
 // pendingAfter reports whether the consumer had more messages ready when
@@ -83,10 +132,16 @@ func pendingAfter(m jetstream.Msg) bool {
 // finishFetch waits for the fetch in flight, if any, and takes in its
 // messages.
 func (r *jsReader) finishFetch() {
+	t := time.NewTicker(time.Second)
+	defer t.Stop()
 	for r.fetching {
-		<-r.box.wake
-		for _, m := range r.box.take() {
-			r.handle(m)
+		select {
+		case <-r.box.wake:
+			for _, m := range r.box.take() {
+				r.handle(m)
+			}
+		case <-t.C:
+			r.abandon()
 		}
 	}
 }

@@ -36,17 +36,19 @@ type jsReader struct {
 	took     map[*jsConn]taken      // what each READ and MREAD took, which it may UNREAD
 	inflight int                    // chunks in read replies not yet written
 
-	progress map[uint64]int // chunks consumed of partly consumed messages, as recorded
-	loaded   bool           // progress was read from the bucket
-	pinID    string         // JetStream's pin, once a fetch gave us one
-	leaseRev uint64         // the revision of our reader's lease; 0: not ours
-	leaseAt  time.Time      // when it was last renewed
-	fetching bool
-	avgSize  int              // bytes of a message, a moving average
-	used     time.Time        // when a connection last read here
-	retry    <-chan time.Time // set after a failed fetch
-	ctx      context.Context  // ends when the reader stops
-	stop     context.CancelFunc
+	progress   map[uint64]int // chunks consumed of partly consumed messages, as recorded
+	loaded     bool           // progress was read from the bucket
+	pinID      string         // JetStream's pin, once a fetch gave us one
+	leaseRev   uint64         // the revision of our reader's lease; 0: not ours
+	leaseAt    time.Time      // when it was last renewed
+	fetching   bool
+	fetchGen   uint64           // the pull in flight, or given up on
+	fetchStart time.Time        // when it started
+	avgSize    int              // bytes of a message, a moving average
+	used       time.Time        // when a connection last read here
+	retry      <-chan time.Time // set after a failed fetch
+	ctx        context.Context  // ends when the reader stops
+	stop       context.CancelFunc
 }
 
 // jsMsg is a fetched message.
@@ -84,6 +86,7 @@ type readerMsg struct {
 	fetched []jetstream.Msg
 	err     error
 	probe   chan bool
+	gen     uint64 // ropFetched: which pull
 }
 
 func newJSReader(e *jsEngine, name string) *jsReader {
@@ -121,6 +124,8 @@ func (r *jsReader) loop() {
 			r.retry = nil
 			r.want()
 		case <-tick.C:
+			r.abandon()
+			r.want()
 			r.keepAlive()
 			r.renew()
 			if r.idle() && time.Since(r.used) > r.e.cfg.Linger {
@@ -178,10 +183,10 @@ func (r *jsReader) handle(m readerMsg) {
 			if r.leaseRev == 0 {
 				ok, err := r.claim()
 				if err != nil {
-					m.answer <- errorReply(fmt.Errorf("%w: %v", ErrStore, err))
-					return
-				}
-				if !ok {
+					// NATS is away or electing: the read waits, and
+					// want claims again.
+					r.failed(err)
+				} else if !ok {
 					m.answer <- errorReply(ErrReaderBusy)
 					return
 				}
@@ -226,8 +231,10 @@ func (r *jsReader) handle(m readerMsg) {
 	case ropArrived:
 		r.fetched(m.fetched, nil)
 	case ropFetched:
-		r.fetching = false
-		r.fetched(nil, m.err)
+		if m.gen == r.fetchGen { // not a pull given up on (abandon)
+			r.fetching = false
+			r.fetched(nil, m.err)
+		}
 	}
 	r.serveWaiting()
 }
