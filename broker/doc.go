@@ -125,9 +125,9 @@
 // transfer (of about 60 made since) read a writer's chunks out of order
 // (docs/jetstream.md); the reader logs an error if its messages ever come
 // out of order. And after one of three servers was lost, a reader through
-// the other broker stalled for good with 8,000 of 20,000 acknowledged
-// chunks unread, in 3 runs of 3 of a test that had a second writer write
-// once the cluster took writes again (the same test without that write
+// the other broker stalled for good with about 8,000 of 20,000
+// acknowledged chunks unread, in 4 runs of 4 of a test that had a second
+// writer write once the cluster took writes again (the same test without that write
 // reads them all); not understood, not in the tests.
 //
 // Durability: zpipes cannot set the file store's fsync; it is the server's
