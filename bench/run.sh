@@ -207,7 +207,8 @@ run_js() {
 	local nodes=$1 dir npid urls rc=0
 	shift
 	dir=$(mktemp -d "${BENCH_STORE_DIR:-$tmp}/js.XXXXXX")
-	coproc natsd { "$tmp/natsd" -n "$nodes" -dir "$dir" 2>>"$tmp/natsd.log"; }
+	# exec: the coprocess is natsd itself, so that kill stops it.
+	coproc natsd { exec "$tmp/natsd" -n "$nodes" -dir "$dir" 2>>"$tmp/natsd.log"; }
 	npid=$natsd_PID
 	if ! read -r -t 30 urls <&"${natsd[0]}"; then
 		log "  natsd did not start; its stderr:"
