@@ -29,6 +29,7 @@ func flagHelp(v *kong.Value) string {
 // --help and in zpipes(1).
 var flagGroups = []kong.Group{
 	{Key: "limits", Title: "Limits:", Description: sizeHelp},
+	{Key: "nats", Title: "NATS JetStream (with --store nats://...):"},
 }
 
 // exactString decodes a string argument byte for byte. Kong's own decoder

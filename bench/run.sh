@@ -11,6 +11,10 @@
 #   store     the same via zpipes serve --store DIR (every OK fsync'd)
 #   store-1s  the same via zpipes serve --store DIR --sync-every 1s
 #             (the ratios store/zpipes compare each with memory mode)
+#   js1       the same via zpipes serve --store nats://… on one embedded
+#             nats-server (bench/natsd, JetStream file store, sync always)
+#   js3       the same on a local three-server cluster (R3 stream)
+#             (both only with BENCH_NATS=1; ratios js1/zpipes, js3/zpipes)
 #
 # The ratios are zpipes over fifo, unixsock and pushpull, and each store over
 # zpipes. Then a per-process cost table (writer, broker, reader) for each
@@ -51,6 +55,7 @@
 #   BENCH_STORE=0          skip the --store systems
 #   BENCH_STORE_DIR=DIR    where the stores go (default: the temp dir; a tmpfs
 #                          makes fsync free, so use a real disk)
+#   BENCH_NATS=1           add the JetStream systems js1 and js3
 #   BENCH_PROBES=0         skip the latency and fairness probes
 #   BENCH_SYSCALLS=HOW     how to count syscalls: auto (default: perf, else
 #                          strace, else none), perf, strace, or 0 (skip the
@@ -160,6 +165,7 @@ go build -o "$tmp/unixsock" ./bench/unixsock
 go build -o "$tmp/report" ./bench/report
 go build -o "$tmp/latency" ./bench/latency
 go build -o "$tmp/fairness" ./bench/fairness
+[[ ${BENCH_NATS:-0} == 1 ]] && go build -o "$tmp/natsd" ./bench/natsd
 
 zpipes_note=
 zpipes=
@@ -265,6 +271,34 @@ run_store-1s() { # IN LINES OUT
 	rm -rf "$dir"
 }
 
+# run_js N IN LINES OUT: a transfer through zpipes serve --store nats://…
+# on N fresh embedded nats-servers, stopped afterwards.
+run_js() {
+	local nodes=$1 dir npid urls rc=0
+	shift
+	dir=$(mktemp -d "${BENCH_STORE_DIR:-$tmp}/js.XXXXXX")
+	# exec: the coprocess is natsd itself, so that kill stops it.
+	coproc natsd { exec "$tmp/natsd" -n "$nodes" -dir "$dir" 2>>"$tmp/natsd.log"; }
+	npid=$natsd_PID
+	if ! read -r -t 30 urls <&"${natsd[0]}"; then
+		log "  natsd did not start; its stderr:"
+		tail -n 5 "$tmp/natsd.log" >&2
+		kill -TERM "$npid" 2>/dev/null || true
+		wait "$npid" 2>/dev/null || true
+		rm -rf "$dir"
+		elapsed=0
+		return 1
+	fi
+	serve_args=(--store "$urls")
+	run_zpipes "$@" || rc=$?
+	kill -TERM "$npid" 2>/dev/null || true
+	wait "$npid" 2>/dev/null || true
+	rm -rf "$dir"
+	return "$rc"
+}
+run_js1() { run_js 1 "$@"; }
+run_js3() { run_js 3 "$@"; }
+
 # Per-process cost of a zpipes transfer: CPU seconds (user + system) and
 # context switches (voluntary + involuntary), which travel between machines
 # better than lines/s. The writer and reader run under /usr/bin/time; the
@@ -341,7 +375,9 @@ run_zpipes() { # IN LINES OUT
 		for who in writer broker reader; do
 			[[ -s $tmp/$who.cost ]] || continue
 			local cpu_user cpu_sys vol invol
-			read -r cpu_user cpu_sys vol invol <"$tmp/$who.cost" || continue
+			# The last line: time(1) puts "Command exited with non-zero
+			# status N" before the figures of a process that failed.
+			read -r cpu_user cpu_sys vol invol < <(tail -n 1 "$tmp/$who.cost") || continue
 			[[ -n $invol ]] || continue
 			printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$wl" "$sys_name" "$who" "$n" \
 				"$(wc -c <"$in")" "$(awk -v u="$cpu_user" -v s="$cpu_sys" 'BEGIN { print u + s }')" "$((vol + invol))" >>"$tmp/cost.tsv"
@@ -412,6 +448,7 @@ raw=$tmp/raw.tsv
 systems=(fifo unixsock pushpull)
 [[ -n $zpipes ]] && systems+=(zpipes)
 [[ -n $zpipes && ${BENCH_STORE:-1} != 0 ]] && systems+=(store store-1s)
+[[ -n $zpipes && ${BENCH_NATS:-0} == 1 ]] && systems+=(js1 js3)
 failures=0
 
 {

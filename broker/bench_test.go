@@ -192,14 +192,18 @@ func BenchmarkWireWriteMessage(b *testing.B) {
 // -r does). An op is one batch written and read; allocations are the whole
 // process's (clients and broker).
 func BenchmarkEndToEnd(b *testing.B) {
+	benchEndToEnd(b, startServer(b, func(c *Config) {
+		c.Logger = slog.New(slog.DiscardHandler)
+	}))
+}
+
+// benchEndToEnd is BenchmarkEndToEnd's transfer through the broker s.
+func benchEndToEnd(b *testing.B, s *Server) {
 	const (
 		batch     = 1024
 		window    = 8
 		readAhead = 4
 	)
-	s := startServer(b, func(c *Config) {
-		c.Logger = slog.New(slog.DiscardHandler)
-	})
 	wc, rc := dialT(b, s), dialT(b, s)
 	ctx := testCtx(b)
 	if err := wc.Open(ctx, "jobs"); err != nil {

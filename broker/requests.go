@@ -231,15 +231,18 @@ func (co *core) wakeWriters(p *pipe) {
 	delete(co.stalled, p)
 }
 
-func (co *core) limits() reply {
-	l := co.s.cfg.Limits
+func (co *core) limits() reply { return limitsReply(co.s.cfg) }
+
+// limitsReply answers LIMITS from a broker's configuration.
+func limitsReply(cfg Config) reply {
+	l := cfg.Limits
 	b, err := json.Marshal(BrokerLimits{
 		MaxName:       l.MaxName,
 		MaxChunk:      l.MaxChunk,
 		MaxBatch:      l.MaxBatch,
 		MaxMessage:    l.maxMessage(),
-		MaxPipeBytes:  co.s.cfg.MaxPipeBytes,
-		MaxTotalBytes: co.s.cfg.MaxTotalBytes,
+		MaxPipeBytes:  cfg.MaxPipeBytes,
+		MaxTotalBytes: cfg.MaxTotalBytes,
 		ChunkOverhead: chunkOverhead,
 	})
 	if err != nil {

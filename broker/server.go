@@ -55,6 +55,10 @@ type Config struct {
 	// and makes them durable this often: a crash may lose what was
 	// acknowledged in that window, for more writes per second.
 	StoreSyncEvery time.Duration
+	// JetStream says how to use a Store that names NATS servers
+	// (nats://host:4222[,host2:4222…]): then the pipes live in JetStream,
+	// shared by every broker pointed at it (see the package doc).
+	JetStream JetStreamConfig
 
 	// logEvery is the window of the logs that summarise events peers can
 	// repeat at any rate (see limitedLog). Tests lengthen it.
@@ -159,6 +163,7 @@ type Server struct {
 	quit   chan struct{} // closed by Close: the core shuts down
 	done   chan struct{} // closed when the core has exited
 	nextID atomic.Uint64
+	eng    *jsEngine // the pipes' engine with a JetStream store; else the core
 
 	wg        sync.WaitGroup // every goroutine the server started
 	closeOnce sync.Once
@@ -203,7 +208,14 @@ func Listen(cfg Config) (*Server, error) {
 	if cfg.testStore != nil {
 		st = cfg.testStore
 	}
-	if cfg.Store != "" {
+	var eng *jsEngine
+	if IsJetStream(cfg.Store) {
+		var err error
+		if eng, err = openJetStream(cfg.Store, cfg.JetStream, cfg.Logger); err != nil {
+			return nil, err
+		}
+		eng.limitChunk(&cfg.Limits)
+	} else if cfg.Store != "" {
 		ls, err := openLogStore(cfg.Store, wal.Options{SyncEvery: cfg.StoreSyncEvery, SegmentBytes: cfg.storeSegment}, cfg.Logger)
 		if err != nil {
 			return nil, err
@@ -216,6 +228,9 @@ func Listen(cfg Config) (*Server, error) {
 	ln, err := listen(cfg.Endpoint)
 	if err != nil {
 		st.close()
+		if eng != nil {
+			eng.close()
+		}
 		return nil, err
 	}
 	s := &Server{
@@ -235,6 +250,14 @@ func Listen(cfg Config) (*Server, error) {
 	s.refusedFull = newLimitedLog(s.log, slog.LevelWarn, "refused connection: too many connections", every)
 	s.acceptFailed = newLimitedLog(s.log, slog.LevelError, "accept failed", every)
 	s.requestFailed = newLimitedLog(s.log, slog.LevelInfo, "request failed", every)
+	if eng != nil {
+		eng.s, s.eng = s, eng
+		s.wg.Add(2)
+		go s.acceptLoop()
+		go eng.loop()
+		s.log.Info("listening", "endpoint", cfg.Endpoint, "max_conns", cfg.MaxConns, "store", "jetstream")
+		return s, nil
+	}
 	co := newCore(s)
 	co.store = st
 	_, mem := st.(memStore)

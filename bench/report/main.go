@@ -176,7 +176,7 @@ func ratios(sts []*stats) (names []string, values []float64) {
 			values = append(values, z.med/b.med)
 		}
 	}
-	for _, stored := range []string{"store", "store-1s"} {
+	for _, stored := range []string{"store", "store-1s", "js1", "js3"} {
 		if s := find(sts, stored); s != nil {
 			names = append(names, stored+"/zpipes")
 			values = append(values, s.med/z.med)

@@ -1,0 +1,580 @@
+package broker
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats-server/v2/server"
+)
+
+// Tests of pipes kept in JetStream, against nats-servers the tests start
+// in-process: JetStream on temporary directories, clients on random ports,
+// a cluster's routes on ports picked free.
+
+// startNATS runs n nats-servers with JetStream, in a cluster if n > 1, and
+// returns them with the URL list a broker is given.
+func startNATS(t testing.TB, n int) ([]*server.Server, string) {
+	t.Helper()
+	ports := make([]int, n)
+	for i := range ports {
+		ports[i] = freePort(t)
+	}
+	var routes []string
+	for _, p := range ports {
+		routes = append(routes, fmt.Sprintf("nats://127.0.0.1:%d", p))
+	}
+	srvs := make([]*server.Server, n)
+	var urls []string
+	for i := range n {
+		opts := &server.Options{
+			ServerName: fmt.Sprintf("n%d", i),
+			Host:       "127.0.0.1",
+			Port:       -1,
+			JetStream:  true,
+			StoreDir:   t.TempDir(),
+			SyncAlways: true, // what zpipes advises for durable single servers
+			NoLog:      true,
+			NoSigs:     true,
+		}
+		if n > 1 {
+			opts.Cluster = server.ClusterOpts{Name: "zpipes-test", Host: "127.0.0.1", Port: ports[i]}
+			opts.Routes = server.RoutesFromStr(strings.Join(routes, ","))
+		}
+		s, err := server.NewServer(opts)
+		if err != nil {
+			t.Fatal(err)
+		}
+		s.Start()
+		if !s.ReadyForConnections(10 * time.Second) {
+			t.Fatal("nats-server not ready")
+		}
+		srvs[i] = s
+		urls = append(urls, s.ClientURL())
+		t.Cleanup(func() { stopNATS(s) })
+	}
+	if n > 1 {
+		settle(t, 20*time.Second, "the cluster's JetStream leader", func() (bool, string) {
+			// A leader that knows every server as a JetStream peer: before
+			// that, an R3 stream finds "no suitable peers for placement".
+			for _, s := range srvs {
+				if s.JetStreamIsLeader() && len(s.JetStreamClusterPeers()) == n {
+					return true, ""
+				}
+			}
+			return false, "no meta leader with every peer"
+		})
+	}
+	return srvs, strings.Join(urls, ",")
+}
+
+func stopNATS(s *server.Server) {
+	s.Shutdown()
+	s.WaitForShutdown()
+}
+
+func freePort(t testing.TB) int {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	return l.Addr().(*net.TCPAddr).Port
+}
+
+// startJSBroker runs a broker whose pipes are in the JetStream at urls, with
+// short timers, so that tests of failures end soon.
+func startJSBroker(t testing.TB, urls string, cfgs ...func(*Config)) *Server {
+	t.Helper()
+	return startServer(t, append([]func(*Config){func(c *Config) {
+		c.Store = urls
+		c.JetStream = JetStreamConfig{AckWait: 2 * time.Second, PinnedTTL: 3 * time.Second, Linger: 200 * time.Millisecond}
+		c.Logger = quietLogger(t)
+	}}, cfgs...)...)
+}
+
+func TestJetStreamWriteThenRead(t *testing.T) {
+	t.Parallel()
+	_, urls := startNATS(t, 1)
+	s := startJSBroker(t, urls)
+	c := dialT(t, s)
+	ctx := testCtx(t)
+	mustOK(t, c.Open(ctx, "p"))
+	mustOK(t, c.Write(ctx, "p", []byte("one")))
+	mustOK(t, c.Write(ctx, "p", []byte("two"), []byte(""), []byte("four")))
+	ps, err := c.List(ctx)
+	mustOK(t, err)
+	if len(ps) != 1 || ps[0].Name != "p" || ps[0].Opens != 1 || ps[0].Chunks == 0 {
+		t.Fatalf("LIST: %+v", ps)
+	}
+	got, err := c.Read(ctx, "p")
+	mustOK(t, err)
+	if string(got) != "one" {
+		t.Fatalf("READ: %q", got)
+	}
+	rest, err := readBatch(ctx, c, "p", 10)
+	mustOK(t, err)
+	if len(rest) != 3 || string(rest[0]) != "two" || string(rest[1]) != "" || string(rest[2]) != "four" {
+		t.Fatalf("MREAD: %q", rest)
+	}
+	mustOK(t, c.ClosePipe(ctx, "p"))
+	assertNoPipesEventually(t, c)
+}
+
+// assertNoPipesEventually waits for every pipe to go: a pipe is removed
+// once closed and drained, and draining is told to JetStream
+// asynchronously.
+func assertNoPipesEventually(t *testing.T, c *Client) {
+	t.Helper()
+	waitFor(t, c, func(ps []PipeInfo) bool { return len(ps) == 0 })
+}
+
+func TestJetStreamMissingPipeErrors(t *testing.T) {
+	t.Parallel()
+	_, urls := startNATS(t, 1)
+	s := startJSBroker(t, urls)
+	c := dialT(t, s)
+	ctx := testCtx(t)
+	if err := c.Write(ctx, "nope", []byte("x")); !errors.Is(err, ErrNoPipe) {
+		t.Fatalf("WRITE to a missing pipe: %v", err)
+	}
+	if _, err := c.Read(ctx, "nope"); !errors.Is(err, ErrNoPipe) {
+		t.Fatalf("READ of a missing pipe: %v", err)
+	}
+	if err := c.ClosePipe(ctx, "nope"); !errors.Is(err, ErrNoPipe) {
+		t.Fatalf("CLOSE of a missing pipe: %v", err)
+	}
+	mustOK(t, c.Open(ctx, "p"))
+	mustOK(t, c.ClosePipe(ctx, "p"))
+	assertNoPipesEventually(t, c)
+}
+
+func TestJetStreamReadWaitsForWrite(t *testing.T) {
+	t.Parallel()
+	_, urls := startNATS(t, 1)
+	s := startJSBroker(t, urls)
+	r, w := dialT(t, s), dialT(t, s)
+	ctx := testCtx(t)
+	mustOK(t, w.Open(ctx, "p"))
+	got := make(chan string, 1)
+	go func() {
+		b, err := r.Read(ctx, "p")
+		if err != nil {
+			got <- err.Error()
+			return
+		}
+		got <- string(b)
+	}()
+	waitFor(t, w, func([]PipeInfo) bool { return readerWaits(s, "p") })
+	mustOK(t, w.Write(ctx, "p", []byte("late")))
+	if g := <-got; g != "late" {
+		t.Fatalf("READ: %q", g)
+	}
+}
+
+// readerWaits reports whether a READ of the pipe waits in the broker.
+func readerWaits(s *Server, name string) bool {
+	eng := s.eng
+	eng.mu.Lock()
+	r := eng.readers[name]
+	eng.mu.Unlock()
+	if r == nil {
+		return false
+	}
+	ans := make(chan bool, 1)
+	return r.box.put(readerMsg{op: ropProbe, probe: ans}) && <-ans
+}
+
+func TestJetStreamStreamsKeepOrder(t *testing.T) {
+	t.Parallel()
+	_, urls := startNATS(t, 1)
+	s := startJSBroker(t, urls)
+	c := dialT(t, s)
+	ctx := testCtx(t)
+	mustOK(t, c.Open(ctx, "p"))
+	w, err := c.NewWriter(ctx, "p", WriterOptions{})
+	mustOK(t, err)
+	const n = 20000
+	for _, s := range numbered(1, n) {
+		mustOK(t, w.Write([]byte(s)))
+	}
+	acked, err := w.Close()
+	mustOK(t, err)
+	if acked != n {
+		t.Fatalf("acknowledged %d of %d", acked, n)
+	}
+	if got := readAll(t, c, "p", n); !slices.Equal(got, numbered(1, n)) {
+		t.Fatal("chunks read back differ from those written")
+	}
+}
+
+func TestJetStreamNATSUnreachableAtStart(t *testing.T) {
+	t.Parallel()
+	url := fmt.Sprintf("nats://127.0.0.1:%d", freePort(t))
+	_, err := Listen(Config{Endpoint: testEndpoint(), Store: url})
+	if err == nil || !strings.Contains(err.Error(), "cannot connect to NATS") || !strings.Contains(err.Error(), url) {
+		t.Fatalf("Listen with NATS down: %v", err)
+	}
+}
+
+// Two brokers on one three-server cluster stand for two machines.
+func startTwoJSBrokers(t *testing.T) ([]*server.Server, *Server, *Server) {
+	t.Helper()
+	srvs, urls := startNATS(t, 3)
+	return srvs, startJSBroker(t, urls), startJSBroker(t, urls)
+}
+
+func TestJetStreamWriterViaOneBrokerReaderViaAnother(t *testing.T) {
+	t.Parallel()
+	_, a, b := startTwoJSBrokers(t)
+	wc, rc := dialT(t, a), dialT(t, b)
+	ctx := testCtx(t)
+	mustOK(t, wc.Open(ctx, "p"))
+	w, err := wc.NewWriter(ctx, "p", WriterOptions{})
+	mustOK(t, err)
+	const n = 20000
+	for _, s := range numbered(1, n) {
+		mustOK(t, w.Write([]byte(s)))
+	}
+	acked, err := w.Close()
+	mustOK(t, err)
+	if acked != n {
+		t.Fatalf("acknowledged %d of %d", acked, n)
+	}
+	if got := readAll(t, rc, "p", n); !slices.Equal(got, numbered(1, n)) {
+		t.Fatal("chunks read via the other broker differ from those written")
+	}
+	mustOK(t, wc.ClosePipe(ctx, "p"))
+	assertNoPipesEventually(t, rc)
+}
+
+func TestJetStreamSecondReaderOnAnotherBrokerRefused(t *testing.T) {
+	t.Parallel()
+	_, a, b := startTwoJSBrokers(t)
+	ra, rb := dialT(t, a), dialT(t, b)
+	ctx := testCtx(t)
+	mustOK(t, ra.Open(ctx, "p"))
+	// The pipe is empty and was never read: JetStream has pinned nobody.
+	waiting := ra.async(CmdRead, []byte("p"))
+	waitFor(t, rb, func([]PipeInfo) bool { return readerWaits(a, "p") })
+	if _, err := rb.Read(ctx, "p"); !errors.Is(err, ErrReaderBusy) {
+		t.Fatalf("READ via B while one waits via A: %v, want %v", err, ErrReaderBusy)
+	}
+	mustOK(t, rb.Write(ctx, "p", []byte("second")))
+	<-waiting.done
+	if waiting.err != nil || string(waiting.reply[0]) != "second" {
+		t.Fatalf("waiting READ via A: %q, %v", waiting.reply, waiting.err)
+	}
+}
+
+// takeN TAKEs up to max chunks.
+func takeN(t *testing.T, c *Client, pipe string, max int) []string {
+	t.Helper()
+	fs, err := c.do(testCtx(t), CmdTake, []byte(pipe), []byte(fmt.Sprint(max)))
+	mustOK(t, err)
+	out := make([]string, len(fs))
+	for i, f := range fs {
+		out[i] = string(f)
+	}
+	return out
+}
+
+func TestJetStreamReaderBrokerGoneNextReaderGetsTheRestInOrder(t *testing.T) {
+	t.Parallel()
+	_, a, b := startTwoJSBrokers(t)
+	wc, ra, rb := dialT(t, b), dialT(t, a), dialT(t, b)
+	ctx := testCtx(t)
+	mustOK(t, wc.Open(ctx, "p"))
+	const n = 3000
+	w, err := wc.NewWriter(ctx, "p", WriterOptions{Batch: 100}) // many messages
+	mustOK(t, err)
+	for _, s := range numbered(1, n) {
+		mustOK(t, w.Write([]byte(s)))
+	}
+	_, err = w.Close()
+	mustOK(t, err)
+	// Via A: take 250 and acknowledge 130 of them, then A goes.
+	var got []string
+	for len(got) < 250 {
+		got = append(got, takeN(t, ra, "p", 250-len(got))...)
+	}
+	if !slices.Equal(got, numbered(1, 250)) {
+		t.Fatalf("taken via A: %v...", got[:10])
+	}
+	_, err = ra.do(ctx, CmdAck, []byte("p"), []byte("130"))
+	mustOK(t, err)
+	mustOK(t, a.Close())
+	// Via B: every chunk not acknowledged, in order, none twice.
+	if rest := readAll(t, rb, "p", n-130); !slices.Equal(rest, numbered(131, n)) {
+		i := 0
+		for i < len(rest) && rest[i] == fmt.Sprint(131+i) {
+			i++
+		}
+		t.Fatalf("read via B after A went: first difference at %d: %v", i, rest[i:min(i+5, len(rest))])
+	}
+}
+
+func TestJetStreamLosingOneOfThreeServersLosesNothingAcknowledged(t *testing.T) {
+	t.Parallel()
+	srvs, a, b := startTwoJSBrokers(t)
+	wc, rc := dialT(t, a), dialT(t, b)
+	ctx := testCtx(t)
+	mustOK(t, wc.Open(ctx, "p"))
+	w, err := wc.NewWriter(ctx, "p", WriterOptions{Batch: 200})
+	mustOK(t, err)
+	const n = 20000
+	for i, s := range numbered(1, n) {
+		if i == n/2 {
+			// The server A is connected to goes, mid-stream.
+			for _, s := range srvs {
+				if s.ClientURL() == a.eng.nc.ConnectedUrl() {
+					stopNATS(s)
+				}
+			}
+		}
+		if err := w.Write([]byte(s)); err != nil {
+			break // refused while the cluster elects leaders: allowed
+		}
+	}
+	acked, err := w.Close()
+	t.Logf("%d of %d acknowledged (%v)", acked, n, err)
+	if acked == 0 {
+		t.Fatalf("nothing acknowledged (%v)", err)
+	}
+	if got := readAll(t, rc, "p", acked); !slices.Equal(got, numbered(1, acked)) {
+		t.Fatal("acknowledged chunks read back differ from those written")
+	}
+}
+
+func TestJetStreamLightWriterNotStarvedAcrossBrokers(t *testing.T) {
+	t.Parallel()
+	_, a, b := startTwoJSBrokers(t)
+	heavy, light, rc := dialT(t, a), dialT(t, b), dialT(t, b)
+	ctx := testCtx(t)
+	mustOK(t, heavy.Open(ctx, "p"))
+	w, err := heavy.NewWriter(ctx, "p", WriterOptions{Batch: 100})
+	mustOK(t, err)
+	for range 2000 {
+		mustOK(t, w.Write([]byte("heavy")))
+	}
+	_, err = w.Close()
+	mustOK(t, err)
+	mustOK(t, light.Write(ctx, "p", []byte("light")))
+	got := readAll(t, rc, "p", 3)
+	if !slices.Contains(got[:2], "light") {
+		t.Fatalf("the light writer's chunk was not among the first two read: %q", got)
+	}
+}
+
+// A writer's batches larger than a NATS message are split, and a reader
+// streams them through its window while they are written: 20 MiB of
+// 1 KiB chunks, more than the window holds, in order.
+func TestJetStreamLargeBatchesKeepOrderThroughTheWindow(t *testing.T) {
+	t.Parallel()
+	_, urls := startNATS(t, 1)
+	s := startJSBroker(t, urls)
+	wc, rc := dialT(t, s), dialT(t, s)
+	ctx := testCtx(t)
+	mustOK(t, wc.Open(ctx, "p"))
+	const n = 20000
+	want := make([]string, n)
+	for i := range want {
+		want[i] = fmt.Sprintf("%01000d", i)
+	}
+	done := make(chan []string)
+	go func() { done <- readAllQuiet(rc, "p", n) }()
+	w, err := wc.NewWriter(ctx, "p", WriterOptions{})
+	mustOK(t, err)
+	for _, s := range want {
+		mustOK(t, w.Write([]byte(s)))
+	}
+	_, err = w.Close()
+	mustOK(t, err)
+	if got := <-done; !slices.Equal(got, want) {
+		t.Fatalf("read %d chunks, not the %d written in order", len(got), n)
+	}
+}
+
+// readAllQuiet is readAll for another goroutine: it stops at an error.
+func readAllQuiet(c *Client, pipe string, n int) []string {
+	r := c.NewReader(context.Background(), pipe, ReaderOptions{Max: n})
+	defer r.Close()
+	var out []string
+	for range n {
+		chunk, err := r.Next()
+		if err != nil {
+			return out
+		}
+		out = append(out, string(chunk))
+		r.Consume(1)
+	}
+	return out
+}
+
+// Open counts change by compare-and-set: OPENs racing through two brokers
+// on a replicated bucket are all counted.
+func TestJetStreamConcurrentOpensAcrossBrokersAllCount(t *testing.T) {
+	t.Parallel()
+	_, a, b := startTwoJSBrokers(t)
+	ctx := testCtx(t)
+	const each = 8
+	errs := make(chan error, 2*each)
+	for _, s := range []*Server{a, b} {
+		for range each {
+			c := dialT(t, s)
+			go func() { errs <- c.Open(ctx, "p") }()
+		}
+	}
+	for range 2 * each {
+		mustOK(t, <-errs)
+	}
+	ps, err := dialT(t, b).List(ctx)
+	mustOK(t, err)
+	if len(ps) != 1 || ps[0].Opens != 2*each {
+		t.Fatalf("LIST after %d OPENs: %+v", 2*each, ps)
+	}
+}
+
+// A broker whose NATS server goes away reconnects: a write made while it
+// is away waits, and is stored and acknowledged once the server is back.
+func TestJetStreamWriteWaitsForNATSToComeBack(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	opts := &server.Options{Host: "127.0.0.1", Port: freePort(t), JetStream: true,
+		StoreDir: dir, SyncAlways: true, NoLog: true, NoSigs: true}
+	ns := runNATS(t, opts)
+	s := startJSBroker(t, ns.ClientURL())
+	c := dialT(t, s)
+	ctx := testCtx(t)
+	mustOK(t, c.Open(ctx, "p"))
+	mustOK(t, c.Write(ctx, "p", []byte("before")))
+	stopNATS(ns)
+	wrote := make(chan error, 1)
+	go func() { wrote <- c.Write(ctx, "p", []byte("during")) }()
+	runNATS(t, opts) // the same port and directory: the stream is back
+	mustOK(t, <-wrote)
+	got, err := readBatch(ctx, c, "p", 10)
+	mustOK(t, err)
+	if len(got) != 2 || string(got[0]) != "before" || string(got[1]) != "during" {
+		t.Fatalf("read after the server came back: %q", got)
+	}
+	mustOK(t, s.Close()) // while NATS is up: the cleanups stop it first
+}
+
+// runNATS starts one nats-server with these options, stopped when the test
+// ends.
+func runNATS(t *testing.T, opts *server.Options) *server.Server {
+	t.Helper()
+	o := *opts
+	ns, err := server.NewServer(&o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ns.Start()
+	if !ns.ReadyForConnections(10 * time.Second) {
+		t.Fatal("nats-server not ready")
+	}
+	t.Cleanup(func() { stopNATS(ns) })
+	return ns
+}
+
+// BenchmarkEndToEndJetStream is BenchmarkEndToEnd through a broker whose
+// pipes are in one embedded nats-server (file store, fsync on every write).
+func BenchmarkEndToEndJetStream(b *testing.B) {
+	_, urls := startNATS(b, 1)
+	benchEndToEnd(b, startJSBroker(b, urls, func(c *Config) {
+		c.Logger = slog.New(slog.DiscardHandler)
+	}))
+}
+
+// What a reader gives back goes to the head, in order: chunks it TOOK and
+// NACKs, chunks it READ and UNREADs; an ACK of more than it holds is
+// refused.
+func TestJetStreamGiveBackGoesToTheHeadInOrder(t *testing.T) {
+	t.Parallel()
+	_, urls := startNATS(t, 1)
+	s := startJSBroker(t, urls)
+	c := dialT(t, s)
+	ctx := testCtx(t)
+	mustOK(t, c.Open(ctx, "p"))
+	for _, s := range numbered(1, 10) {
+		mustOK(t, c.Write(ctx, "p", []byte(s)))
+	}
+	var took []string
+	for len(took) < 5 {
+		took = append(took, takeN(t, c, "p", 5-len(took))...)
+	}
+	if !slices.Equal(took, numbered(1, 5)) {
+		t.Fatalf("TAKE: %q", took)
+	}
+	if _, err := c.do(ctx, CmdAck, []byte("p"), []byte("6")); !errors.Is(err, ErrBadRequest) {
+		t.Fatalf("ACK of 6 with 5 held: %v", err)
+	}
+	_, err := c.do(ctx, CmdAck, []byte("p"), []byte("2"))
+	mustOK(t, err)
+	_, err = c.do(ctx, CmdNack, []byte("p"))
+	mustOK(t, err)
+	var got []string
+	for len(got) < 3 {
+		b, err := readBatch(ctx, c, "p", 3-len(got))
+		mustOK(t, err)
+		for _, ch := range b {
+			got = append(got, string(ch))
+		}
+	}
+	if !slices.Equal(got, numbered(3, 5)) {
+		t.Fatalf("after ACK 2 and NACK: %q, want 3 to 5", got)
+	}
+	mustOK(t, c.Unread(ctx, "p", []byte("4"), []byte("5")))
+	var rest []string
+	for len(rest) < 7 {
+		b, err := readBatch(ctx, c, "p", 7-len(rest))
+		mustOK(t, err)
+		for _, ch := range b {
+			rest = append(rest, string(ch))
+		}
+	}
+	if want := append([]string{"4", "5"}, numbered(6, 10)...); !slices.Equal(rest, want) {
+		t.Fatalf("after UNREAD of 4 and 5: %q, want %q", rest, want)
+	}
+}
+
+// Writers that run one after another, through different brokers, are read
+// in that order, even when the reader finds both in its window.
+func TestJetStreamSequentialWritersAcrossBrokersKeepTheirOrder(t *testing.T) {
+	t.Parallel()
+	_, a, b := startTwoJSBrokers(t)
+	ctx := testCtx(t)
+	rc := dialT(t, b)
+	mustOK(t, rc.Open(ctx, "p"))
+	for i, s := range []*Server{a, b, a} {
+		w := dialT(t, s)
+		for _, s := range numbered(100*i+1, 100*i+100) {
+			mustOK(t, w.Write(ctx, "p", []byte(s)))
+		}
+		mustOK(t, w.Close()) // its end: whoever writes next is read after it
+	}
+	if got := readAll(t, rc, "p", 300); !slices.Equal(got, numbered(1, 300)) {
+		t.Fatalf("three writers one after another, read: %v...", got[:20])
+	}
+}
+
+// A HOLD ends with its connection, and the pipe with it once empty.
+func TestJetStreamHoldEndsWithTheConnection(t *testing.T) {
+	t.Parallel()
+	_, urls := startNATS(t, 1)
+	s := startJSBroker(t, urls)
+	h, c := dialT(t, s), dialT(t, s)
+	ctx := testCtx(t)
+	mustOK(t, h.Hold(ctx, "p"))
+	waitFor(t, c, func(ps []PipeInfo) bool { return len(ps) == 1 && ps[0].Opens == 1 })
+	h.Close()
+	assertNoPipesEventually(t, c)
+}

@@ -1,0 +1,382 @@
+package broker
+
+import (
+	"cmp"
+	"context"
+	"fmt"
+	"slices"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+)
+
+// jsReader reads one pipe from JetStream for this broker's connections. Its
+// goroutine owns the pipe's window: the messages fetched and not yet
+// acknowledged, their chunks queued in a local pipe (pipe.go) with one
+// writer's queue per subject, so reads are served in the same fair order
+// as in memory. A message is acknowledged once all its chunks are consumed.
+// Connections talk to it through its mailbox; it answers on the channel
+// each request brings.
+type jsReader struct {
+	e    *jsEngine
+	name string
+	key  string
+	box  *mailbox[readerMsg]
+	cons jetstream.Consumer
+
+	win     *pipe             // chunks fetched and not taken, in fair order
+	msgs    []*jsMsg          // messages fetched and not acknowledged, by base
+	seqs    map[uint64]bool   // their stream sequences
+	nextID  uint64            // the id of the next chunk fetched
+	writers map[string]uint64 // subjects' writer tokens, as window writer ids
+	last    map[string]uint64 // the sequence of each writer's last message
+
+	wait     *readerMsg             // the read waiting for chunks
+	held     map[*jsConn]*heldItems // what each connection TOOK and has not ACKed
+	took     map[*jsConn]taken      // what each READ and MREAD took, which it may UNREAD
+	inflight int                    // chunks in read replies not yet written
+
+	progress   map[uint64]int // chunks consumed of partly consumed messages, as recorded
+	loaded     bool           // progress was read from the bucket
+	pinID      string         // JetStream's pin, once a fetch gave us one
+	leaseRev   uint64         // the revision of our reader's lease; 0: not ours
+	leaseAt    time.Time      // when it was last renewed
+	fetching   bool
+	fetchGen   uint64           // the pull in flight, or given up on
+	fetchStart time.Time        // when it started
+	avgSize    int              // bytes of a message, a moving average
+	used       time.Time        // when a connection last read here
+	retry      <-chan time.Time // set after a failed fetch
+	ctx        context.Context  // ends when the reader stops
+	stop       context.CancelFunc
+}
+
+// jsMsg is a fetched message.
+type jsMsg struct {
+	m    jetstream.Msg
+	seq  uint64
+	base uint64 // the id of its first chunk in the window
+	n    int    // its chunks (the window's share)
+	done int    // consumed before it was fetched (progress) and since
+	left int    // chunks not yet consumed
+}
+
+type readerOp int
+
+const (
+	ropRead      readerOp = iota // READ, MREAD or TAKE: answer with chunks, maybe later
+	ropCancel                    // a CANCEL: answer the waiting read "cancelled"
+	ropAck                       // ACK n
+	ropGiveBack                  // NACK or UNREAD
+	ropGone                      // the connection is gone
+	ropDelivered                 // read replies written
+	ropReturned                  // read replies never written
+	ropArrived                   // messages of the fetch in flight
+	ropFetched                   // the fetch is over
+	ropProbe                     // tests: does a read wait?
+)
+
+type readerMsg struct {
+	op      readerOp
+	jc      *jsConn
+	req     *Request
+	n       int
+	items   []item
+	answer  chan reply
+	fetched []jetstream.Msg
+	err     error
+	probe   chan bool
+	gen     uint64 // ropFetched: which pull
+}
+
+func newJSReader(e *jsEngine, name string) *jsReader {
+	r := &jsReader{
+		e:       e,
+		name:    name,
+		key:     pipeKey(name),
+		box:     newMailbox[readerMsg](),
+		win:     newPipe(name),
+		seqs:    make(map[uint64]bool),
+		nextID:  1,
+		writers: make(map[string]uint64),
+		last:    make(map[string]uint64),
+		held:    make(map[*jsConn]*heldItems),
+		took:    make(map[*jsConn]taken),
+		used:    time.Now(),
+		avgSize: 64 << 10,
+	}
+	r.ctx, r.stop = context.WithCancel(context.Background())
+	return r
+}
+
+func (r *jsReader) loop() {
+	defer r.e.readerWG.Done()
+	tick := time.NewTicker(min(r.e.cfg.AckWait/3, r.e.cfg.Linger))
+	defer tick.Stop()
+	for {
+		select {
+		case <-r.box.wake:
+			for _, m := range r.box.take() {
+				r.handle(m)
+			}
+			r.want()
+		case <-r.retry:
+			r.retry = nil
+			r.want()
+		case <-tick.C:
+			r.abandon()
+			r.want()
+			r.keepAlive()
+			r.renew()
+			if r.idle() && time.Since(r.used) > r.e.cfg.Linger {
+				r.finishFetch()
+				if !r.idle() {
+					continue
+				}
+				// Give back first, then go: a read that comes meanwhile
+				// finds this reader with an empty window.
+				r.leave()
+				if r.e.forget(r) {
+					r.stop()
+					return
+				}
+			}
+		case <-r.e.readersQuit:
+			r.finishFetch()
+			r.box.closeIfEmpty()
+			for _, m := range r.box.take() {
+				if m.answer != nil {
+					m.answer <- errorReply(ErrShutdown)
+				}
+			}
+			r.leave()
+			r.stop()
+			return
+		}
+	}
+}
+
+// idle reports whether nobody reads here: no read waits, nothing is held
+// or on its way to a connection.
+func (r *jsReader) idle() bool {
+	if r.wait != nil || r.inflight > 0 {
+		return false
+	}
+	for _, h := range r.held {
+		if h.len() > 0 {
+			return false
+		}
+	}
+	return true
+}
+
+func (r *jsReader) handle(m readerMsg) {
+	switch m.op {
+	case ropRead:
+		r.used = time.Now()
+		switch {
+		case r.wait != nil && r.wait.jc != m.jc:
+			m.answer <- errorReply(ErrReaderBusy)
+		case r.win.chunks > 0:
+			m.answer <- r.serve(m)
+		default:
+			if r.leaseRev == 0 {
+				ok, err := r.claim()
+				if err != nil {
+					// NATS is away or electing: the read waits, and
+					// want claims again.
+					r.failed(err)
+				} else if !ok {
+					m.answer <- errorReply(ErrReaderBusy)
+					return
+				}
+			}
+			r.wait = &m
+		}
+	case ropCancel:
+		if r.wait != nil && r.wait.jc == m.jc {
+			r.wait.answer <- errorReply(ErrCancelled)
+			r.wait = nil
+		}
+	case ropAck:
+		h := r.held[m.jc]
+		if h == nil || h.len() < m.n {
+			n := 0
+			if h != nil {
+				n = h.len()
+			}
+			m.answer <- errorReply(fmt.Errorf("%w: ACK %d, but %d chunks are held", ErrBadRequest, m.n, n))
+			return
+		}
+		r.consume(h.take(m.n))
+		m.answer <- okReply
+	case ropGiveBack:
+		m.answer <- r.giveBack(m.jc, m.req)
+	case ropGone:
+		if r.wait != nil && r.wait.jc == m.jc {
+			r.wait = nil
+		}
+		r.giveBack(m.jc, &Request{Cmd: CmdNack})
+		delete(r.held, m.jc)
+		delete(r.took, m.jc)
+		m.answer <- okReply
+	case ropDelivered:
+		r.inflight -= len(m.items)
+		r.consume(m.items)
+	case ropReturned:
+		r.inflight -= len(m.items)
+		r.win.unread(m.items)
+	case ropProbe:
+		m.probe <- r.wait != nil
+	case ropArrived:
+		r.fetched(m.fetched, nil)
+	case ropFetched:
+		if m.gen == r.fetchGen { // not a pull given up on (abandon)
+			r.fetching = false
+			r.fetched(nil, m.err)
+		}
+	}
+	r.serveWaiting()
+}
+
+func (r *jsReader) serveWaiting() {
+	if r.wait != nil && r.win.chunks > 0 {
+		w := r.wait
+		r.wait = nil
+		w.answer <- r.serve(*w)
+	}
+}
+
+// serve takes chunks for a read, as the core does (requests.go read).
+func (r *jsReader) serve(m readerMsg) reply {
+	head := 0
+	if m.req.Cmd != CmdRead {
+		head = 1
+	}
+	items := r.win.dequeue(make([]item, 0, min(m.req.Max, r.win.chunks)), m.req.Max, maxReplyBytes)
+	frames := make([][]byte, head, head+len(items))
+	if head == 1 {
+		frames[0] = okFrame
+	}
+	for _, it := range items {
+		frames = append(frames, it.data)
+	}
+	if m.req.Cmd == CmdTake {
+		h := r.held[m.jc]
+		if h == nil {
+			h = &heldItems{}
+			r.held[m.jc] = h
+		}
+		h.add(items)
+		return reply{frames: frames}
+	}
+	r.inflight += len(items)
+	t := r.took[m.jc]
+	t.chunks += len(items)
+	for _, it := range items {
+		t.bytes += len(it.data)
+	}
+	r.took[m.jc] = t
+	return reply{pipe: r.win, items: items, frames: frames}
+}
+
+// giveBack answers a NACK (what the connection holds goes back to the
+// head, in order) or an UNREAD (its chunks go to the head: no more than
+// its READs took).
+func (r *jsReader) giveBack(jc *jsConn, req *Request) reply {
+	if req.Cmd == CmdNack {
+		if h := r.held[jc]; h != nil {
+			r.win.unread(h.take(h.len()))
+		}
+		return okReply
+	}
+	t := r.took[jc]
+	if len(req.Chunks) > t.chunks || req.Size > t.bytes {
+		return errorReply(fmt.Errorf("%w: UNREAD of %d chunks (%d bytes); this connection took %d (%d bytes) from the pipe",
+			ErrBadRequest, len(req.Chunks), req.Size, t.chunks, t.bytes))
+	}
+	t.chunks -= len(req.Chunks)
+	t.bytes -= req.Size
+	r.took[jc] = t
+	// Chunks of no message (id 0): they live here until read again.
+	items := make([]item, len(req.Chunks))
+	for i, c := range compact(req) {
+		items[i] = item{data: c}
+	}
+	r.win.unread(items)
+	return okReply
+}
+
+// consume accounts for chunks gone for good, and acknowledges each
+// message whose chunks are all consumed.
+func (r *jsReader) consume(items []item) {
+	var m *jsMsg
+	for _, it := range items {
+		if it.id == 0 {
+			continue
+		}
+		if m == nil || it.id < m.base || it.id >= m.base+uint64(m.n) {
+			m = r.msgOf(it.id)
+			if m == nil {
+				continue
+			}
+		}
+		m.done++
+		if m.left--; m.left == 0 {
+			r.ack(m)
+			m = nil
+		}
+	}
+}
+
+func (r *jsReader) msgOf(id uint64) *jsMsg {
+	i, found := slices.BinarySearchFunc(r.msgs, id, func(m *jsMsg, id uint64) int { return cmp.Compare(m.base, id) })
+	if !found {
+		i--
+	}
+	if i < 0 || i >= len(r.msgs) || id >= r.msgs[i].base+uint64(r.msgs[i].n) {
+		return nil
+	}
+	return r.msgs[i]
+}
+
+func (r *jsReader) ack(m *jsMsg) {
+	if err := m.m.Ack(); err != nil {
+		r.e.log.Warn("jetstream: acknowledging a message failed; it will be read again", "pipe", abbrev([]byte(r.name)), "seq", m.seq, "err", err)
+	}
+	delete(r.seqs, m.seq)
+	if i := slices.Index(r.msgs, m); i >= 0 {
+		r.msgs = slices.Delete(r.msgs, i, i+1)
+	}
+}
+
+// keepAlive tells JetStream the messages held here are still being worked
+// on, so it does not redeliver them while this broker lives.
+func (r *jsReader) keepAlive() {
+	for _, m := range r.msgs {
+		m.m.InProgress()
+	}
+}
+
+func (r *jsReader) ensureConsumer(ctx context.Context) error {
+	if r.cons != nil {
+		return nil
+	}
+	c, err := r.e.stream.CreateOrUpdateConsumer(ctx, jetstream.ConsumerConfig{
+		Durable:        "p-" + r.key,
+		Description:    "zpipes: the reader of a pipe",
+		FilterSubjects: []string{jsSubjects + r.key + ".>", jsEnds + r.key + ".>"},
+		AckPolicy:      jetstream.AckExplicitPolicy,
+		AckWait:        r.e.cfg.AckWait,
+		MaxDeliver:     -1,
+		MaxAckPending:  20000,
+		PriorityPolicy: jetstream.PriorityPolicyPinned,
+		PinnedTTL:      r.e.cfg.PinnedTTL,
+		PriorityGroups: []string{jsGroup},
+	})
+	if err != nil {
+		return fmt.Errorf("consumer of pipe %q: %w", abbrev([]byte(r.name)), err)
+	}
+	r.cons = c
+	return nil
+}
