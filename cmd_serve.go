@@ -39,7 +39,9 @@ type ServeCmd struct {
 
 // gcFloor is how much garbage the broker lets pile up before the Go
 // collector runs, whatever little is live (see internal/gcfloor): a
-// streaming broker holds a few MiB and allocates a batch per request.
+// streaming broker holds a few MiB and allocates a batch per request. It is
+// at most half of --max-total-bytes, so that a small budget still bounds
+// the broker's memory as the README says (2.5 × the budget plus ~10 MiB).
 const gcFloor = 32 << 20
 
 // Run serves until the context ends, then shuts down cleanly: waiting
@@ -69,7 +71,7 @@ func (s *ServeCmd) Run(a *app) error {
 	}
 	log := slog.New(slog.NewTextHandler(a.stderr, opts))
 	raiseFileLimit(log)
-	gcfloor.Set(gcFloor)
+	gcfloor.Set(min(gcFloor, int64(s.MaxTotalBytes)/2))
 	lim := broker.DefaultLimits
 	lim.MaxChunk = int(s.MaxChunk)
 	store := s.Store
