@@ -41,7 +41,7 @@ type ServeCmd struct {
 // collector runs, whatever little is live (see internal/gcfloor): a
 // streaming broker holds a few MiB and allocates a batch per request. It is
 // at most half of --max-total-bytes, so that a small budget still bounds
-// the broker's memory as the README says (2.5 × the budget plus ~10 MiB).
+// the broker's memory (README, Limits: scripts/attack.sh's figures).
 const gcFloor = 32 << 20
 
 // Run serves until the context ends, then shuts down cleanly: waiting

@@ -33,8 +33,25 @@
 # Usage: scripts/attack.sh    (env: BEFORE_REV=e176790 AFTER_REV=HEAD
 #        ONLY="1 2 3 4a 4d 4b 4c 5 5b" PIPES=200000 NAME_PIPES=300000)
 #
-# Output of the run committed with it (a machine with 2 cores, shared with
-# other sessions running their tests: note the load average), stdout only:
+# Rerun 2026-11-30 00:13 UTC, BEFORE c37fefd (the previous release), AFTER
+# abfcf42 (the GC floor, capped at half of --max-total-bytes; the JetStream
+# client linked in, hence the larger idle RSS), load average 0.4-1.0: every
+# reply and count the same as BEFORE; broker VmHWM in MiB, BEFORE / AFTER,
+# and AFTER less its idle RSS over the budget:
+#
+#   attack (budget)        idle        peak          (peak - idle) / budget
+#   1   LISTs (4 MiB)      9.5 / 13.0  20.2 / 24.7   2.9
+#   2   replies (4 MiB)    9.5 / 12.9  31.3 / 35.1   5.6 (17 unanswered 1 MiB WRITEs)
+#   3   UNREAD (4 MiB)     9.5 / 13.1  21.4 / 23.0   2.5
+#   4a  pipes (16 MiB)     9.5 / 12.9  37.3 / 41.9   1.8
+#   4d  empty (16 MiB)     9.3 / 13.1  33.3 / 37.4   1.5
+#   4b  1-byte (16 MiB)    9.3 / 13.1  38.0 / 39.8   1.7
+#   4c  1-byte conns       9.5 / 13.0  38.7 / 45.6   2.0
+#   5b  lines (1 MiB)      -           14.9 / 19.5
+#
+# Output of the first run committed with it (a machine with 2 cores, shared
+# with other sessions running their tests: note the load average), stdout
+# only:
 #
 #   attack.sh: 2026-11-29 21:43 UTC; 2 cores, 24 GiB RAM; BEFORE e176790, AFTER 68b48dc; attacks took 220 s; load average 1.30 3.20 3.65 at the start, 2.75 3.12 3.54 at the end
 #
