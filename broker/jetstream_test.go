@@ -199,9 +199,19 @@ func TestJetStreamStreamsKeepOrder(t *testing.T) {
 	c := dialT(t, s)
 	ctx := testCtx(t)
 	mustOK(t, c.Open(ctx, "p"))
-	w, err := c.NewWriter(ctx, "p", WriterOptions{})
-	mustOK(t, err)
 	const n = 20000
+	streamNumbered(t, c, "p", n, WriterOptions{})
+	if got := readAll(t, c, "p", n); !slices.Equal(got, numbered(1, n)) {
+		t.Fatal("chunks read back differ from those written")
+	}
+}
+
+// streamNumbered writes "1" to n through a Writer and requires every one
+// acknowledged.
+func streamNumbered(t *testing.T, c *Client, pipe string, n int, opt WriterOptions) {
+	t.Helper()
+	w, err := c.NewWriter(testCtx(t), pipe, opt)
+	mustOK(t, err)
 	for _, s := range numbered(1, n) {
 		mustOK(t, w.Write([]byte(s)))
 	}
@@ -209,9 +219,6 @@ func TestJetStreamStreamsKeepOrder(t *testing.T) {
 	mustOK(t, err)
 	if acked != n {
 		t.Fatalf("acknowledged %d of %d", acked, n)
-	}
-	if got := readAll(t, c, "p", n); !slices.Equal(got, numbered(1, n)) {
-		t.Fatal("chunks read back differ from those written")
 	}
 }
 
@@ -237,17 +244,8 @@ func TestJetStreamWriterViaOneBrokerReaderViaAnother(t *testing.T) {
 	wc, rc := dialT(t, a), dialT(t, b)
 	ctx := testCtx(t)
 	mustOK(t, wc.Open(ctx, "p"))
-	w, err := wc.NewWriter(ctx, "p", WriterOptions{})
-	mustOK(t, err)
 	const n = 20000
-	for _, s := range numbered(1, n) {
-		mustOK(t, w.Write([]byte(s)))
-	}
-	acked, err := w.Close()
-	mustOK(t, err)
-	if acked != n {
-		t.Fatalf("acknowledged %d of %d", acked, n)
-	}
+	streamNumbered(t, wc, "p", n, WriterOptions{})
 	if got := readAll(t, rc, "p", n); !slices.Equal(got, numbered(1, n)) {
 		t.Fatal("chunks read via the other broker differ from those written")
 	}
@@ -293,13 +291,7 @@ func TestJetStreamReaderBrokerGoneNextReaderGetsTheRestInOrder(t *testing.T) {
 	ctx := testCtx(t)
 	mustOK(t, wc.Open(ctx, "p"))
 	const n = 3000
-	w, err := wc.NewWriter(ctx, "p", WriterOptions{Batch: 100}) // many messages
-	mustOK(t, err)
-	for _, s := range numbered(1, n) {
-		mustOK(t, w.Write([]byte(s)))
-	}
-	_, err = w.Close()
-	mustOK(t, err)
+	streamNumbered(t, wc, "p", n, WriterOptions{Batch: 100}) // many messages
 	// Via A: take 250 and acknowledge 130 of them, then A goes.
 	var got []string
 	for len(got) < 250 {
@@ -308,7 +300,7 @@ func TestJetStreamReaderBrokerGoneNextReaderGetsTheRestInOrder(t *testing.T) {
 	if !slices.Equal(got, numbered(1, 250)) {
 		t.Fatalf("taken via A: %v...", got[:10])
 	}
-	_, err = ra.do(ctx, CmdAck, []byte("p"), []byte("130"))
+	_, err := ra.do(ctx, CmdAck, []byte("p"), []byte("130"))
 	mustOK(t, err)
 	mustOK(t, a.Close())
 	// Via B: every chunk not acknowledged, in order, none twice.

@@ -160,15 +160,7 @@ func (e *jsEngine) list(ctx context.Context, after string) reply {
 			}
 		}
 	}
-	b, err := json.Marshal(infos)
-	if err != nil {
-		return errorReply(err)
-	}
-	frames := [][]byte{okFrame, b}
-	if more {
-		frames = append(frames, []byte(infos[len(infos)-1].Name))
-	}
-	return reply{frames: frames}
+	return listReply(infos, more)
 }
 
 // mailbox is a queue that never blocks who puts into it: the engine's

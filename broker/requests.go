@@ -286,6 +286,12 @@ func (co *core) list(after string) reply {
 		names += len(name)
 		return true
 	})
+	return listReply(infos, more)
+}
+
+// listReply answers LIST with a page of pipes and, if more follow, the
+// name to ask after.
+func listReply(infos []PipeInfo, more bool) reply {
 	b, err := json.Marshal(infos)
 	if err != nil {
 		return errorReply(err)
