@@ -100,10 +100,16 @@ func startJSBroker(t testing.TB, urls string, cfgs ...func(*Config)) *Server {
 	}}, cfgs...)...)
 }
 
+// startOneJSBroker starts one NATS server and a broker on it.
+func startOneJSBroker(t *testing.T) *Server {
+	t.Helper()
+	_, urls := startNATS(t, 1)
+	return startJSBroker(t, urls)
+}
+
 func TestJetStreamWriteThenRead(t *testing.T) {
 	t.Parallel()
-	_, urls := startNATS(t, 1)
-	s := startJSBroker(t, urls)
+	s := startOneJSBroker(t)
 	c := dialT(t, s)
 	ctx := testCtx(t)
 	mustOK(t, c.Open(ctx, "p"))
@@ -138,8 +144,7 @@ func assertNoPipesEventually(t *testing.T, c *Client) {
 
 func TestJetStreamMissingPipeErrors(t *testing.T) {
 	t.Parallel()
-	_, urls := startNATS(t, 1)
-	s := startJSBroker(t, urls)
+	s := startOneJSBroker(t)
 	c := dialT(t, s)
 	ctx := testCtx(t)
 	if err := c.Write(ctx, "nope", []byte("x")); !errors.Is(err, ErrNoPipe) {
@@ -158,8 +163,7 @@ func TestJetStreamMissingPipeErrors(t *testing.T) {
 
 func TestJetStreamReadWaitsForWrite(t *testing.T) {
 	t.Parallel()
-	_, urls := startNATS(t, 1)
-	s := startJSBroker(t, urls)
+	s := startOneJSBroker(t)
 	r, w := dialT(t, s), dialT(t, s)
 	ctx := testCtx(t)
 	mustOK(t, w.Open(ctx, "p"))
@@ -194,8 +198,7 @@ func readerWaits(s *Server, name string) bool {
 
 func TestJetStreamStreamsKeepOrder(t *testing.T) {
 	t.Parallel()
-	_, urls := startNATS(t, 1)
-	s := startJSBroker(t, urls)
+	s := startOneJSBroker(t)
 	c := dialT(t, s)
 	ctx := testCtx(t)
 	mustOK(t, c.Open(ctx, "p"))
@@ -370,8 +373,7 @@ func TestJetStreamLightWriterNotStarvedAcrossBrokers(t *testing.T) {
 // 1 KiB chunks, more than the window holds, in order.
 func TestJetStreamLargeBatchesKeepOrderThroughTheWindow(t *testing.T) {
 	t.Parallel()
-	_, urls := startNATS(t, 1)
-	s := startJSBroker(t, urls)
+	s := startOneJSBroker(t)
 	wc, rc := dialT(t, s), dialT(t, s)
 	ctx := testCtx(t)
 	mustOK(t, wc.Open(ctx, "p"))
@@ -491,8 +493,7 @@ func BenchmarkEndToEndJetStream(b *testing.B) {
 // refused.
 func TestJetStreamGiveBackGoesToTheHeadInOrder(t *testing.T) {
 	t.Parallel()
-	_, urls := startNATS(t, 1)
-	s := startJSBroker(t, urls)
+	s := startOneJSBroker(t)
 	c := dialT(t, s)
 	ctx := testCtx(t)
 	mustOK(t, c.Open(ctx, "p"))
@@ -561,8 +562,7 @@ func TestJetStreamSequentialWritersAcrossBrokersKeepTheirOrder(t *testing.T) {
 // A HOLD ends with its connection, and the pipe with it once empty.
 func TestJetStreamHoldEndsWithTheConnection(t *testing.T) {
 	t.Parallel()
-	_, urls := startNATS(t, 1)
-	s := startJSBroker(t, urls)
+	s := startOneJSBroker(t)
 	h, c := dialT(t, s), dialT(t, s)
 	ctx := testCtx(t)
 	mustOK(t, h.Hold(ctx, "p"))
