@@ -317,7 +317,7 @@ func TestJetStreamReaderBrokerGoneNextReaderGetsTheRestInOrder(t *testing.T) {
 	}
 }
 
-// It fails now and then (1 run in about 14 on the 2-core machine, under
+// It fails now and then (1 of 13 runs on the 2-core machine, that one under
 // go test -count=3 ./...): after the server goes, the stream answers
 // nothing for the rest of the test and the reader never gets the
 // acknowledged chunks. Whether that is the cluster failing to elect a
