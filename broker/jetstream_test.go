@@ -560,10 +560,16 @@ func TestJetStreamSequentialWritersAcrossBrokersKeepTheirOrder(t *testing.T) {
 	mustOK(t, rc.Open(ctx, "p"))
 	for i, s := range []*Server{a, b, a} {
 		w := dialT(t, s)
+		mustOK(t, w.Open(ctx, "p"))
 		for _, s := range numbered(100*i+1, 100*i+100) {
 			mustOK(t, w.Write(ctx, "p", []byte(s)))
 		}
-		mustOK(t, w.Close()) // its end: whoever writes next is read after it
+		// Its end, stored before the OK: whoever writes next is read after
+		// it. (A disconnect ends it too, but only once its broker has seen
+		// it and stored the end, which a writer on another broker cannot
+		// wait for: with disconnects this test interleaved the writers in
+		// 1 of 3 runs.)
+		mustOK(t, w.ClosePipe(ctx, "p"))
 	}
 	if got := readAll(t, rc, "p", 300); !slices.Equal(got, numbered(1, 300)) {
 		t.Fatalf("three writers one after another, read: %v...", got[:20])
