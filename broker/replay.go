@@ -134,15 +134,8 @@ func (rs *replayState) apply(typ byte, d *decoder, pos wal.Pos, end int64) error
 		qid := d.uint()
 		e := rs.extent(d, pos, end)
 		q := p.queue(qid)
-		if n := len(q.exts); n > 0 {
-			last := &q.exts[n-1]
-			if !last.ref && last.seg == e.seg && e.from-last.to <= mergeGap {
-				last.to = e.to
-				last.chunks += e.chunks
-				last.cost += e.cost
-				last.first, last.last = min(last.first, e.first), max(last.last, e.last)
-				break
-			}
+		if n := len(q.exts); n > 0 && !q.exts[n-1].ref && q.exts[n-1].merge(e.extent) {
+			break
 		}
 		q.exts = append(q.exts, e)
 	case recSpilled:

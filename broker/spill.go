@@ -119,17 +119,23 @@ type loader interface {
 func (q *writerQueue) addExtent(e extent) {
 	q.spilledChunks += e.chunks
 	q.spilledCost += e.cost
-	if n := len(q.extents); n > 0 {
-		last := &q.extents[n-1]
-		if last.seg == e.seg && e.from >= last.to && e.from-last.to <= mergeGap {
-			last.to = e.to
-			last.chunks += e.chunks
-			last.cost += e.cost
-			last.first, last.last = min(last.first, e.first), max(last.last, e.last)
-			return
-		}
+	if n := len(q.extents); n > 0 && q.extents[n-1].merge(e) {
+		return
 	}
 	q.extents = append(q.extents, e)
+}
+
+// merge takes e into x if e follows x in the same segment within
+// mergeGap, and reports whether it did.
+func (x *extent) merge(e extent) bool {
+	if x.seg != e.seg || e.from < x.to || e.from-x.to > mergeGap {
+		return false
+	}
+	x.to = e.to
+	x.chunks += e.chunks
+	x.cost += e.cost
+	x.first, x.last = min(x.first, e.first), max(x.last, e.last)
+	return true
 }
 
 // enqueueSpilled adds chunks a store holds on disk at the end of a
