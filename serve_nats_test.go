@@ -7,10 +7,10 @@ import (
 	"os/exec"
 	"strings"
 	"testing"
-	"time"
 
 	"github.com/nats-io/nats-server/v2/server"
 	"github.com/zpipes/zpipes/broker"
+	"github.com/zpipes/zpipes/internal/natslocal"
 )
 
 // Two `zpipes serve --store nats://…` processes on one nats-server (run
@@ -18,16 +18,12 @@ import (
 // chunk written through one is read through the other, and ls through
 // either lists the pipe.
 func TestServeNATSStoreSharesPipesBetweenBrokers(t *testing.T) {
-	ns, err := server.NewServer(&server.Options{Host: "127.0.0.1", Port: -1, JetStream: true,
+	ns, err := natslocal.Run(&server.Options{Host: "127.0.0.1", Port: -1, JetStream: true,
 		StoreDir: t.TempDir(), SyncAlways: true, NoLog: true, NoSigs: true})
 	if err != nil {
 		t.Fatal(err)
 	}
-	ns.Start()
-	t.Cleanup(func() { ns.Shutdown(); ns.WaitForShutdown() })
-	if !ns.ReadyForConnections(10 * time.Second) {
-		t.Fatal("nats-server not ready")
-	}
+	t.Cleanup(func() { natslocal.Stop(ns) })
 	eps := make([]string, 2)
 	for i := range eps {
 		b := make([]byte, 8)

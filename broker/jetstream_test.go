@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"net"
 	"os"
 	"slices"
 	"strings"
@@ -13,6 +12,7 @@ import (
 	"time"
 
 	"github.com/nats-io/nats-server/v2/server"
+	"github.com/zpipes/zpipes/internal/natslocal"
 )
 
 // Tests of pipes kept in JetStream, against nats-servers the tests start
@@ -20,74 +20,28 @@ import (
 // a cluster's routes on ports picked free.
 
 // startNATS runs n nats-servers with JetStream, in a cluster if n > 1, and
-// returns them with the URL list a broker is given.
+// returns them with the URL list a broker is given. Each fsyncs every
+// write, as zpipes advises for durable single servers.
 func startNATS(t testing.TB, n int) ([]*server.Server, string) {
 	t.Helper()
-	ports := make([]int, n)
-	for i := range ports {
-		ports[i] = freePort(t)
+	srvs, err := natslocal.Cluster(n, "zpipes-test", server.Options{SyncAlways: true, NoLog: true, NoSigs: true},
+		func(int) string { return t.TempDir() })
+	if err != nil {
+		t.Fatal(err)
 	}
-	var routes []string
-	for _, p := range ports {
-		routes = append(routes, fmt.Sprintf("nats://127.0.0.1:%d", p))
+	for _, s := range srvs {
+		t.Cleanup(func() { natslocal.Stop(s) })
 	}
-	srvs := make([]*server.Server, n)
-	var urls []string
-	for i := range n {
-		opts := &server.Options{
-			ServerName: fmt.Sprintf("n%d", i),
-			Host:       "127.0.0.1",
-			Port:       -1,
-			JetStream:  true,
-			StoreDir:   t.TempDir(),
-			SyncAlways: true, // what zpipes advises for durable single servers
-			NoLog:      true,
-			NoSigs:     true,
-		}
-		if n > 1 {
-			opts.Cluster = server.ClusterOpts{Name: "zpipes-test", Host: "127.0.0.1", Port: ports[i]}
-			opts.Routes = server.RoutesFromStr(strings.Join(routes, ","))
-		}
-		s, err := server.NewServer(opts)
-		if err != nil {
-			t.Fatal(err)
-		}
-		s.Start()
-		if !s.ReadyForConnections(10 * time.Second) {
-			t.Fatal("nats-server not ready")
-		}
-		srvs[i] = s
-		urls = append(urls, s.ClientURL())
-		t.Cleanup(func() { stopNATS(s) })
-	}
-	if n > 1 {
-		settle(t, 20*time.Second, "the cluster's JetStream leader", func() (bool, string) {
-			// A leader that knows every server as a JetStream peer: before
-			// that, an R3 stream finds "no suitable peers for placement".
-			for _, s := range srvs {
-				if s.JetStreamIsLeader() && len(s.JetStreamClusterPeers()) == n {
-					return true, ""
-				}
-			}
-			return false, "no meta leader with every peer"
-		})
-	}
-	return srvs, strings.Join(urls, ",")
-}
-
-func stopNATS(s *server.Server) {
-	s.Shutdown()
-	s.WaitForShutdown()
+	return srvs, natslocal.URLs(srvs)
 }
 
 func freePort(t testing.TB) int {
 	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
+	p, err := natslocal.FreePort()
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port
+	return p
 }
 
 // startJSBroker runs a broker whose pipes are in the JetStream at urls, with
@@ -341,7 +295,7 @@ func TestJetStreamLosingOneOfThreeServersLosesNothingAcknowledged(t *testing.T) 
 			// The server A is connected to goes, mid-stream.
 			for _, s := range srvs {
 				if s.ClientURL() == a.eng.nc.ConnectedUrl() {
-					stopNATS(s)
+					natslocal.Stop(s)
 				}
 			}
 		}
@@ -460,7 +414,7 @@ func TestJetStreamWriteWaitsForNATSToComeBack(t *testing.T) {
 	ctx := testCtx(t)
 	mustOK(t, c.Open(ctx, "p"))
 	mustOK(t, c.Write(ctx, "p", []byte("before")))
-	stopNATS(ns)
+	natslocal.Stop(ns)
 	wrote := make(chan error, 1)
 	go func() { wrote <- c.Write(ctx, "p", []byte("during")) }()
 	runNATS(t, opts) // the same port and directory: the stream is back
@@ -477,16 +431,11 @@ func TestJetStreamWriteWaitsForNATSToComeBack(t *testing.T) {
 // ends.
 func runNATS(t *testing.T, opts *server.Options) *server.Server {
 	t.Helper()
-	o := *opts
-	ns, err := server.NewServer(&o)
+	ns, err := natslocal.Run(opts)
 	if err != nil {
 		t.Fatal(err)
 	}
-	ns.Start()
-	if !ns.ReadyForConnections(10 * time.Second) {
-		t.Fatal("nats-server not ready")
-	}
-	t.Cleanup(func() { stopNATS(ns) })
+	t.Cleanup(func() { natslocal.Stop(ns) })
 	return ns
 }
 

@@ -10,15 +10,13 @@ import (
 	"flag"
 	"fmt"
 	"log"
-	"net"
 	"os"
 	"os/signal"
 	"path/filepath"
-	"strings"
 	"syscall"
-	"time"
 
 	"github.com/nats-io/nats-server/v2/server"
+	"github.com/zpipes/zpipes/internal/natslocal"
 )
 
 func main() {
@@ -30,64 +28,16 @@ func main() {
 	if *dir == "" {
 		log.Fatal("natsd: -dir is required")
 	}
-	ports := make([]int, *n)
-	var routes []string
-	for i := range ports {
-		l, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			log.Fatal(err)
-		}
-		ports[i] = l.Addr().(*net.TCPAddr).Port
-		l.Close()
-		routes = append(routes, fmt.Sprintf("nats://127.0.0.1:%d", ports[i]))
+	srvs, err := natslocal.Cluster(*n, "bench", server.Options{SyncAlways: *sync, NoSigs: true, NoLog: true, MaxPayload: int32(*payload)},
+		func(i int) string { return filepath.Join(*dir, fmt.Sprint(i)) })
+	if err != nil {
+		log.Fatal("natsd: ", err)
 	}
-	var srvs []*server.Server
-	var urls []string
-	for i := range *n {
-		opts := &server.Options{
-			ServerName: fmt.Sprintf("n%d", i),
-			Host:       "127.0.0.1",
-			Port:       -1,
-			JetStream:  true,
-			StoreDir:   filepath.Join(*dir, fmt.Sprint(i)),
-			SyncAlways: *sync,
-			NoSigs:     true,
-			NoLog:      true,
-			MaxPayload: int32(*payload),
-		}
-		if *n > 1 {
-			opts.Cluster = server.ClusterOpts{Name: "bench", Host: "127.0.0.1", Port: ports[i]}
-			opts.Routes = server.RoutesFromStr(strings.Join(routes, ","))
-		}
-		s, err := server.NewServer(opts)
-		if err != nil {
-			log.Fatal(err)
-		}
-		s.Start()
-		if !s.ReadyForConnections(10 * time.Second) {
-			log.Fatal("natsd: a server did not start")
-		}
-		srvs = append(srvs, s)
-		urls = append(urls, s.ClientURL())
-	}
-	for deadline := time.Now().Add(20 * time.Second); *n > 1; time.Sleep(10 * time.Millisecond) {
-		leader := false
-		for _, s := range srvs {
-			leader = leader || (s.JetStreamIsLeader() && len(s.JetStreamClusterPeers()) == *n)
-		}
-		if leader {
-			break
-		}
-		if time.Now().After(deadline) {
-			log.Fatal("natsd: the cluster elected no JetStream leader")
-		}
-	}
-	fmt.Println(strings.Join(urls, ","))
+	fmt.Println(natslocal.URLs(srvs))
 	sig := make(chan os.Signal, 1)
 	signal.Notify(sig, syscall.SIGTERM, syscall.SIGINT)
 	<-sig
 	for _, s := range srvs {
-		s.Shutdown()
-		s.WaitForShutdown()
+		natslocal.Stop(s)
 	}
 }
