@@ -217,30 +217,28 @@ run_fifo() { # IN LINES OUT
 	finish_transfer "$rpid" "$wpid"
 }
 
-run_pushpull() { # IN LINES OUT
-	local in=$1 n=$2 out=$3 rpid wpid
-	endpoint pp
+# run_pair PROG READ WRITE ADDR IN LINES OUT: a bench program's reader
+# (`PROG READ ADDR LINES > OUT`, which binds) and writer (`PROG WRITE ADDR
+# IN`, which dials and retries until the reader is bound).
+run_pair() {
+	local prog=$1 rverb=$2 wverb=$3 addr=$4 in=$5 n=$6 out=$7 rpid wpid
 	now_us
 	t0=$us
-	# The puller binds, the pusher dials (and retries until it is bound).
-	timeout "$limit" "$tmp/pushpull" pull "$ep" "$n" >"$out" &
+	timeout "$limit" "$tmp/$prog" "$rverb" "$addr" "$n" >"$out" &
 	rpid=$!
-	timeout "$limit" "$tmp/pushpull" push "$ep" "$in" &
+	timeout "$limit" "$tmp/$prog" "$wverb" "$addr" "$in" &
 	wpid=$!
 	finish_transfer "$rpid" "$wpid"
 }
 
+run_pushpull() { # IN LINES OUT
+	endpoint pp
+	run_pair pushpull pull push "$ep" "$@"
+}
+
 run_unixsock() { # IN LINES OUT
-	local in=$1 n=$2 out=$3 rpid wpid
 	endpoint us
-	now_us
-	t0=$us
-	# The reader binds, the writer dials (and retries until it is bound).
-	timeout "$limit" "$tmp/unixsock" read "${ep#ipc://}" "$n" >"$out" &
-	rpid=$!
-	timeout "$limit" "$tmp/unixsock" write "${ep#ipc://}" "$in" &
-	wpid=$!
-	finish_transfer "$rpid" "$wpid"
+	run_pair unixsock read write "${ep#ipc://}" "$@"
 }
 
 # wait_bound EP PID: zmq4 binds an ipc://@name endpoint as an abstract unix
