@@ -33,6 +33,10 @@ import (
 // tuned records that Set installed its tuner, for tests.
 var tuned atomic.Bool
 
+// basePercent is the GC percent for a heap larger than the floor: Go's
+// default.
+const basePercent = 100
+
 // minLive is the live heap assumed when less is live, or before the first
 // collection has measured it: the runtime's own smallest heap goal is
 // 4 MiB at GOGC=100.
@@ -48,7 +52,7 @@ func Set(floor int64) {
 	if _, ok := os.LookupEnv("GOGC"); ok {
 		return
 	}
-	t := &tuner{floor: floor, base: 100, sample: []metrics.Sample{{Name: "/gc/heap/live:bytes"}}}
+	t := &tuner{floor: floor, sample: []metrics.Sample{{Name: "/gc/heap/live:bytes"}}}
 	tuned.Store(true)
 	t.tune()
 	t.arm()
@@ -56,7 +60,6 @@ func Set(floor int64) {
 
 type tuner struct {
 	floor  int64
-	base   int64 // the GC percent for a heap larger than the floor
 	sample []metrics.Sample
 }
 
@@ -78,12 +81,12 @@ func (t *tuner) tune() {
 	if t.sample[0].Value.Kind() == metrics.KindUint64 {
 		live = int64(t.sample[0].Value.Uint64())
 	}
-	debug.SetGCPercent(percent(live, t.floor, t.base))
+	debug.SetGCPercent(percent(live, t.floor))
 }
 
 // percent is the GC percent that lets a heap of live bytes grow by
-// max(live×base/100, floor) before the next collection.
-func percent(live, floor, base int64) int {
+// max(live×basePercent/100, floor) before the next collection.
+func percent(live, floor int64) int {
 	live = max(live, minLive)
-	return int(max(floor*100/live, base))
+	return int(max(floor*100/live, basePercent))
 }

@@ -14,7 +14,7 @@ func TestPercentKeepsTheFloorForSmallHeapsAndGOGCForLargeOnes(t *testing.T) {
 		{32 << 20, 100}, // the floor and GOGC=100 agree
 		{1 << 30, 100},  // a deep queue: plain GOGC
 	} {
-		if got := percent(tc.live, floor, 100); got != tc.want {
+		if got := percent(tc.live, floor); got != tc.want {
 			t.Errorf("percent(live %d) = %d, want %d", tc.live, got, tc.want)
 		}
 	}
