@@ -32,64 +32,60 @@ func splitLines(r io.Reader, sep byte, emit func([][]byte) error, idle func() er
 		long  []byte // a line longer than the buffer, gathered
 	)
 	for {
+		used, last := 0, false
+		lines = lines[:0]
 		if long == nil {
-			// The whole lines already buffered, without a read.
-			buf, _ := br.Peek(br.Buffered())
-			lines = lines[:0]
-			used := 0
-			for {
-				i := bytes.IndexByte(buf[used:], sep)
-				if i < 0 {
-					break
-				}
-				lines = append(lines, buf[used:used+i])
-				used += i + 1
-			}
-			if len(lines) > 0 {
-				err := emit(lines)
-				br.Discard(used)
-				if err != nil {
-					return err
-				}
-				if waits && br.Buffered() == 0 {
-					if err := idle(); err != nil {
-						return err
-					}
-				}
+			lines, used = wholeLines(br, sep, lines)
+		}
+		if len(lines) == 0 {
+			// A line not yet whole in the buffer: read until it is.
+			frag, err := br.ReadSlice(sep)
+			switch {
+			case err == nil:
+				frag = frag[:len(frag)-1]
+			case errors.Is(err, bufio.ErrBufferFull):
+				long = append(long, frag...)
 				continue
+			case errors.Is(err, io.EOF):
+				if len(frag) == 0 && long == nil {
+					return nil // input ended with a separator, or was empty
+				}
+				last = true // a last line without separator
+			default:
+				return errStdin{err}
 			}
-		}
-		// A line not yet whole in the buffer: read until it is.
-		frag, err := br.ReadSlice(sep)
-		switch {
-		case err == nil:
-			frag = frag[:len(frag)-1]
-		case errors.Is(err, bufio.ErrBufferFull):
-			long = append(long, frag...)
-			continue
-		case errors.Is(err, io.EOF):
-			if len(frag) == 0 && long == nil {
-				return nil // input ended with a separator, or was empty
+			if long != nil {
+				frag = append(long, frag...)
+				long = nil
 			}
-		default:
-			return errStdin{err}
+			lines = append(lines, frag)
 		}
-		line := frag
-		if long != nil {
-			line = append(long, frag...)
-		}
-		if err := emit([][]byte{line}); err != nil {
+		err := emit(lines)
+		br.Discard(used)
+		if err != nil || last {
 			return err
-		}
-		long = nil
-		if err != nil { // EOF after a last line without separator
-			return nil
 		}
 		if waits && br.Buffered() == 0 {
 			if err := idle(); err != nil {
 				return err
 			}
 		}
+	}
+}
+
+// wholeLines appends to lines the records that are whole in br's buffer,
+// without reading, and says how many bytes they take with their
+// separators; the slices are valid until br is next read or discarded.
+func wholeLines(br *bufio.Reader, sep byte, lines [][]byte) ([][]byte, int) {
+	buf, _ := br.Peek(br.Buffered())
+	used := 0
+	for {
+		i := bytes.IndexByte(buf[used:], sep)
+		if i < 0 {
+			return lines, used
+		}
+		lines = append(lines, buf[used:used+i])
+		used += i + 1
 	}
 }
 
