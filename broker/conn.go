@@ -8,7 +8,9 @@ import (
 )
 
 // conn is the broker's side of one connection. Its reader and writer
-// goroutines own the wire halves; the core goroutine owns the rest.
+// goroutines own the wire halves (the core writes a short reply itself only
+// while it holds the outbox and the writer is idle: outbox.sendNow); the
+// core owns the rest.
 type conn struct {
 	id  uint64
 	w   *wire
@@ -110,6 +112,7 @@ func (s *Server) writeLoop(c *conn) {
 			s.giveBack(c, unsent)
 			return
 		}
+		c.out.idle()
 		c.out.release(batch)
 		s.delivered(c, batch)
 		clear(batch)
@@ -122,9 +125,11 @@ func (s *Server) writeLoop(c *conn) {
 func (s *Server) write(c *conn, batch []reply) (unsent []reply, err error) {
 	c.w.takeSent()
 	for _, r := range batch {
-		if r.command != "" {
+		switch {
+		case r.encoded: // buffered already, ahead of the rest
+		case r.command != "":
 			err = c.w.writeCommand(r.command, r.frames[0])
-		} else {
+		default:
 			err = c.w.writeMessage(r.envelope, r.frames)
 		}
 		if err != nil {

@@ -10,8 +10,13 @@ import (
 )
 
 // core is the broker's core: the pipe table, every queue and every waiting
-// request. One goroutine (loop) owns it; connections talk to it through
-// Server.events, so no lock guards protocol state.
+// request. It runs on the goroutine that has something for it — a
+// connection's reader with a request, its writer with replies written, the
+// loop below with the store's news — under Server.coreMu, so no other lock
+// guards protocol state. Running it there, not on a goroutine of its own,
+// takes a hand-off off every request's path: a request read is answered
+// by the goroutine that read it, with no other thread to wake (see
+// docs/performance.md).
 type core struct {
 	s       *Server
 	log     *slog.Logger
@@ -23,8 +28,10 @@ type core struct {
 	fixed   int // what the pipes and their writers' queues cost besides
 	stalled map[*pipe]struct{}
 
-	peak    int              // most bytes queued since memory was last released
-	release <-chan time.Time // fires to release memory after a big drain
+	peak      int           // most bytes queued since memory was last released
+	releasing bool          // a release of memory is scheduled
+	release   chan struct{} // wakes loop to schedule one
+	gone      bool          // shut down: events are refused
 
 	// The store, and the replies that wait for it (see store.go). The
 	// changes of an event are committed at its end (commit gen); a reply
@@ -51,33 +58,57 @@ func newCore(s *Server) *core {
 		pipes:   make(map[string]*pipe),
 		conns:   make(map[uint64]*conn),
 		stalled: make(map[*pipe]struct{}),
+		release: make(chan struct{}, 1),
 		store:   memStore{},
 		nextID:  1,
 		names:   btree.NewOrderedG[string](32),
 	}
 }
 
+// dispatch handles one event under the core's lock; false once the core
+// has shut down.
+func (co *core) dispatch(ev event) bool {
+	co.s.coreMu.Lock()
+	defer co.s.coreMu.Unlock()
+	if co.gone {
+		return false
+	}
+	co.handle(ev)
+	co.watchMemory()
+	return true
+}
+
+// loop does the core's work that no connection brings: the store's news,
+// releasing memory after a big drain, and the shutdown.
 func (co *core) loop() {
 	defer co.s.wg.Done()
 	defer close(co.s.done)
+	var release <-chan time.Time
 	for {
 		select {
-		case ev := <-co.s.events:
-			co.handle(ev)
-			co.watchMemory()
 		case <-co.s.mailWake:
+			co.s.coreMu.Lock()
 			for _, ev := range co.s.takeMail() {
 				co.handle(ev)
 			}
+			co.s.coreMu.Unlock()
 		case <-co.release:
-			co.release = nil
+			release = time.After(releaseAfter)
+		case <-release:
+			release = nil
+			co.s.coreMu.Lock()
+			co.releasing = false
 			co.peak = co.total
+			co.s.coreMu.Unlock()
 			// A broker that has gone quiet allocates nothing, so the Go
 			// runtime would keep a drained queue's memory for minutes: a
 			// second burst then stacks on top of it. Hand it back now.
 			debug.FreeOSMemory()
 		case <-co.s.quit:
+			co.s.coreMu.Lock()
 			co.shutdown()
+			co.gone = true
+			co.s.coreMu.Unlock()
 			return
 		}
 	}
@@ -94,8 +125,9 @@ const (
 // been read.
 func (co *core) watchMemory() {
 	co.peak = max(co.peak, co.total)
-	if co.release == nil && co.peak >= releaseAbove && co.total <= co.peak/4 {
-		co.release = time.After(releaseAfter)
+	if !co.releasing && co.peak >= releaseAbove && co.total <= co.peak/4 {
+		co.releasing = true
+		signal(co.release)
 	}
 }
 
@@ -220,6 +252,9 @@ func (co *core) reply(c *conn, t *task, r reply) {
 
 // send queues a reply for the connection's writer.
 func (co *core) send(c *conn, r reply) {
+	if c.out.sendNow(c.w, r) {
+		return
+	}
 	if !c.out.push(r) && len(r.items) > 0 {
 		// The connection died after the chunks were taken: they go back.
 		co.undelivered(r.pipe, r.items)

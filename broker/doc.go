@@ -37,9 +37,12 @@
 // every peer behind one that stops reading, reports no disconnects and
 // handshakes inside its accept loop.
 //
-// Inside the broker one goroutine owns every pipe and queue (core.loop);
-// each connection has a reader and a writer goroutine that talk to it
-// through channels and a non-blocking outbox.
+// Inside the broker one lock guards every pipe and queue (the core,
+// core.go), and the goroutine that has an event for the core runs it: a
+// connection's reader answers the request it read, its writer records the
+// replies it wrote. Each connection has a reader and a writer goroutine;
+// replies go out through a non-blocking outbox, or straight to the socket
+// when they are short and the connection's writer is idle.
 //
 // The client side is Client, one connection, with Writer and Reader for
 // streams (stream.go): they keep batches in flight and hold the promises a

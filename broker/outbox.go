@@ -22,6 +22,7 @@ type reply struct {
 	items    []item // the chunks in frames, to give back if never sent
 	command  string // a ZMTP command (PONG) instead of a message
 	credit   bool   // whether the reply answers a counted request
+	encoded  bool   // already in the wire's buffer, partly written (sendNow)
 }
 
 // outbox is the queue between the core (and the reader, for PONGs) and a
@@ -33,6 +34,7 @@ type outbox struct {
 	inflight int // requests read and not yet answered on the wire
 	bytes    int // their bytes
 	dead     bool
+	writing  bool          // the writer goroutine has a batch: the wire is its
 	wake     chan struct{} // writer: there is work
 	room     chan struct{} // reader: inflight went down
 	stop     chan struct{} // closed once: drain, then close the connection
@@ -133,14 +135,64 @@ func (o *outbox) charge(cost int) {
 // shutdown asks the writer to send what is queued and close.
 func (o *outbox) shutdown() { o.stopOnce.Do(func() { close(o.stop) }) }
 
-// take removes everything queued, for the writer.
+// take removes everything queued, for the writer, which has the wire until
+// it calls idle.
 func (o *outbox) take(buf []reply) []reply {
 	o.mu.Lock()
 	defer o.mu.Unlock()
+	o.writing = true
 	buf = append(buf, o.queue...)
 	clear(o.queue)
 	o.queue = o.queue[:0]
 	return buf
+}
+
+// idle says the writer is done with the wire.
+func (o *outbox) idle() {
+	o.mu.Lock()
+	o.writing = false
+	o.mu.Unlock()
+}
+
+// directMax is the largest reply sendNow writes itself: the short answers a
+// client waits on (OK, ERROR), not batches of chunks.
+const directMax = 4 << 10
+
+// sendNow writes a short reply without chunks to the socket from the
+// calling goroutine (the core's) when the connection's writer is idle with
+// nothing queued: no other goroutine is woken to answer a request. It never
+// waits for room in the socket: what the kernel does not take goes to the
+// writer, in order. It reports false if it did nothing (the reply is to be
+// pushed).
+func (o *outbox) sendNow(w *wire, r reply) bool {
+	if len(r.items) > 0 || r.command != "" || r.size() > directMax {
+		return false
+	}
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	if o.dead || o.writing || len(o.queue) > 0 {
+		return false
+	}
+	// Holding o.mu keeps the writer (take) off the wire meanwhile.
+	w.takeSent()
+	err := w.writeMessage(r.envelope, r.frames)
+	whole := false
+	if err == nil {
+		whole, err = w.flushNow()
+	}
+	w.takeSent()
+	if whole && err == nil {
+		o.inflight--
+		o.bytes -= r.cost
+		signal(o.room)
+		return true
+	}
+	// The rest (or the error) is the writer's, with the reply.
+	r.encoded = true
+	o.bytes += r.size()
+	o.queue = append(o.queue, r)
+	signal(o.wake)
+	return true
 }
 
 // release returns the credit of written replies.

@@ -159,7 +159,9 @@ type Server struct {
 	log    *slog.Logger
 	ln     *listener
 	allow  []int
-	events chan event
+	events chan event // to the JetStream engine's goroutine
+	co     *core      // without one, the core, run under coreMu
+	coreMu sync.Mutex
 	quit   chan struct{} // closed by Close: the core shuts down
 	done   chan struct{} // closed when the core has exited
 	nextID atomic.Uint64
@@ -273,6 +275,7 @@ func Listen(cfg Config) (*Server, error) {
 			return nil, err
 		}
 	}
+	s.co = co
 	s.wg.Add(2)
 	go s.acceptLoop()
 	go co.loop()
@@ -339,9 +342,9 @@ func (s *Server) untrack(c net.Conn) {
 // notify hands an event to the core from a goroutine that must never wait
 // on it (the store's): once the broker is stopping, the event is dropped.
 func (s *Server) notify(ev event) {
-	// Never a channel send: the core may itself be waiting on the store
-	// (a full log buffer, or a commit called back on the core's own
-	// goroutine), so the event goes into a mailbox the core empties.
+	// Never the core's lock: the core may itself be waiting on the store
+	// (a full log buffer), or calling it (a commit called back at once),
+	// so the event goes into a mailbox the core's loop empties.
 	s.mailMu.Lock()
 	s.mail = append(s.mail, ev)
 	s.mailMu.Unlock()
@@ -357,8 +360,12 @@ func (s *Server) takeMail() []event {
 	return m
 }
 
-// send hands an event to the core; false once the core is gone.
+// send hands an event to the core, or the JetStream engine; false once it
+// is gone.
 func (s *Server) send(ev event) bool {
+	if s.co != nil {
+		return s.co.dispatch(ev)
+	}
 	select {
 	case s.events <- ev:
 		return true

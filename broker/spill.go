@@ -17,7 +17,7 @@ import (
 // queue has a tail, every later write of it goes there too, so its order
 // holds. When the reader reaches the end of a queue's head, the next
 // records of its first extent are read back (refill), at most loadBytes at
-// a time, in the core's goroutine: from the page cache when they are
+// a time, by the core: from the page cache when they are
 // recent, from the disk when the backlog is larger than the cache.
 //
 // An extent is a range of one segment of the log that holds the queue's

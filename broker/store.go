@@ -3,7 +3,7 @@ package broker
 import "fmt"
 
 // store keeps what must outlive the broker process. The core tells it of
-// every change that matters, in order, from the core's goroutine; it never
+// every change that matters, in order, under the core's lock; it never
 // blocks the core. memStore keeps nothing: the broker of old, whose chunks
 // live as long as the process. logStore (logstore.go) appends each change to
 // a write-ahead log on disk and rebuilds the pipes from it at start.
@@ -41,7 +41,7 @@ type store interface {
 	// done (from another goroutine) once it is, or with the error.
 	commit(done func(error))
 	// compact rewrites the log from the core's state when it has grown
-	// well past what is live; only the core's goroutine calls it.
+	// well past what is live; only the core calls it.
 	compact(co *core) error
 	close() error
 }

@@ -412,6 +412,12 @@ func TestStressVanishingClients(t *testing.T) {
 		}
 	}
 	wg.Wait()
+	// Every vanished connection is gone: the broker has read all it will
+	// of them, and each request it read has reached the core.
+	settle(t, 5*time.Second, "the vanished connections gone", func() (bool, string) {
+		n := s.conns()
+		return n == 2, fmt.Sprintf("%d connections", n)
+	})
 	// Every vanished reader is forgotten: "empty" has no reader left, so a
 	// READ of it is not refused as busy. The chunks that landed in "in" are
 	// distinct and were written.

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"syscall"
 	"time"
 
 	"github.com/go-zeromq/zmq4"
@@ -412,6 +413,46 @@ func (w *wire) flush() error {
 		w.out = nil // do not keep one huge reply's buffer
 	}
 	return err
+}
+
+// flushNow writes what is buffered without waiting for room in the
+// socket: what the kernel does not take now stays buffered, in order, for
+// the next flush. It reports whether everything went. Messages written
+// whole are counted in sent, as by flush.
+func (w *wire) flushNow() (bool, error) {
+	sc, ok := w.dst.(syscall.Conn)
+	if !ok {
+		return false, nil
+	}
+	rc, err := sc.SyscallConn()
+	if err != nil {
+		return false, err
+	}
+	var (
+		n    int
+		werr error
+	)
+	if err := rc.Write(func(fd uintptr) bool {
+		n, werr = syscall.Write(int(fd), w.out)
+		return true // once: never wait for room
+	}); err != nil {
+		return false, err
+	}
+	if werr == syscall.EAGAIN || werr == syscall.EINTR {
+		werr = nil
+	}
+	n = max(n, 0)
+	k := 0
+	for k < len(w.ends) && w.ends[k] <= n {
+		k++
+	}
+	w.sent += k
+	w.out = w.out[:copy(w.out, w.out[n:])]
+	w.ends = w.ends[:copy(w.ends, w.ends[k:])]
+	for i := range w.ends {
+		w.ends[i] -= n
+	}
+	return len(w.out) == 0, werr
 }
 
 // takeSent returns how many messages were written whole since the last
