@@ -68,6 +68,9 @@ func (q *fifo[T]) push(c T) {
 
 func (q *fifo[T]) peek() T { return q.head.items[q.hi] }
 
+// front is the head entry, in place.
+func (q *fifo[T]) front() *T { return &q.head.items[q.hi] }
+
 func (q *fifo[T]) pop() T {
 	var zero T
 	c := q.head.items[q.hi]
@@ -112,17 +115,97 @@ func (q *fifo[T]) each(fn func(T)) {
 	}
 }
 
+// run is chunks queued together: a batch's, whose ids run on from id, or
+// items read back from disk, each with its own id.
+type run struct {
+	chunks [][]byte
+	id     uint64
+	items  []item
+}
+
+func (r *run) len() int { return len(r.chunks) + len(r.items) }
+
+func (r *run) at(i int) item {
+	if r.items != nil {
+		return r.items[i]
+	}
+	return item{data: r.chunks[i], id: r.id + uint64(i)}
+}
+
+// runQueue is a queue of chunks kept as the runs they were queued in: a
+// batch of a thousand chunks is one push, not a thousand.
+type runQueue struct {
+	runs fifo[run]
+	off  int // chunks of the head run already gone
+	n    int // chunks queued
+}
+
+func (q *runQueue) len() int { return q.n }
+
+func (q *runQueue) pushRun(r run) {
+	if r.len() > 0 {
+		q.runs.push(r)
+		q.n += r.len()
+	}
+}
+
+func (q *runQueue) peek() item { return q.runs.front().at(q.off) }
+
+func (q *runQueue) pop() item {
+	r := q.runs.front()
+	it := r.at(q.off)
+	q.n--
+	if q.off++; q.off == r.len() {
+		q.runs.pop()
+		q.off = 0
+	}
+	return it
+}
+
+// popRun appends to dst chunks of the head run, up to max of them and
+// maxBytes of their bytes (at least one if first), and returns how many
+// and their bytes.
+func (q *runQueue) popRun(dst []item, max, maxBytes int, first bool) (_ []item, n, bytes int) {
+	r := q.runs.front()
+	for i := q.off; i < r.len() && n < max; i++ {
+		it := r.at(i)
+		if bytes+len(it.data) > maxBytes && (n > 0 || !first) {
+			break
+		}
+		dst = append(dst, it)
+		bytes += len(it.data)
+		n++
+	}
+	q.n -= n
+	if q.off += n; q.off == r.len() {
+		q.runs.pop()
+		q.off = 0
+	}
+	return dst, n, bytes
+}
+
+// each calls fn for every chunk, head first.
+func (q *runQueue) each(fn func(item)) {
+	off := q.off
+	q.runs.each(func(r run) {
+		for i := off; i < r.len(); i++ {
+			fn(r.at(i))
+		}
+		off = 0
+	})
+}
+
 // writerQueue holds one writer's chunks in one pipe: a head in memory
-// (the fifo), and with a store that spills, a tail on disk only (spilled,
-// see spill.go), whose chunks come into the head as the reader reaches
-// them.
+// (the runQueue), and with a store that spills, a tail on disk only
+// (spilled, see spill.go), whose chunks come into the head as the reader
+// reaches them.
 type writerQueue struct {
 	writer  uint64 // the writing connection's id
 	qid     uint64 // the id of its first chunk: its name in a store
 	started uint64 // the pipe's clock when the writer first wrote
 	ended   uint64 // the pipe's clock when the writer finished; 0 while it writes
 	placed  bool   // whether it is in the ring or in later (it has chunks)
-	fifo[item]
+	runQueue
 	spill
 }
 
@@ -199,9 +282,7 @@ func (p *pipe) tick() uint64 {
 // and returns the queue.
 func (p *pipe) enqueue(writer uint64, items []item) *writerQueue {
 	q := p.queueOf(writer, items[0].id)
-	for _, it := range items {
-		q.push(it)
-	}
+	q.pushRun(run{items: items})
 	p.chunks += len(items)
 	p.bytes += itemsCost(items)
 	p.place(q)
@@ -212,8 +293,8 @@ func (p *pipe) enqueue(writer uint64, items []item) *writerQueue {
 // making the items first.
 func (p *pipe) enqueueChunks(writer uint64, chunks [][]byte, firstID uint64) *writerQueue {
 	q := p.queueOf(writer, firstID)
-	for i, c := range chunks {
-		q.push(item{data: c, id: firstID + uint64(i)})
+	q.pushRun(run{chunks: chunks, id: firstID})
+	for _, c := range chunks {
 		p.bytes += chunkCost(c)
 	}
 	p.chunks += len(chunks)
@@ -328,6 +409,23 @@ func (p *pipe) dequeue(dst []item, max, maxBytes int) []item {
 					p.leaveRing(q)
 					continue
 				}
+			}
+			if len(p.ring) == 1 {
+				// One writer: no turns to take, so its head run goes
+				// in a row.
+				k, bytes := 0, 0
+				dst, k, bytes = q.popRun(dst, max-n, maxBytes-size, n == 0)
+				p.chunks -= k
+				p.bytes -= bytes + k*chunkOverhead
+				size += bytes
+				n += k
+				if q.size() == 0 {
+					p.leaveRing(q)
+				}
+				if k == 0 {
+					break
+				}
+				continue
 			}
 			c = q.peek()
 		}

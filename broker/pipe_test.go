@@ -181,3 +181,43 @@ func TestWriterAfterCloseIsReadAfter(t *testing.T) {
 		t.Fatalf("read %v", got)
 	}
 }
+
+// A lone writer's runs are taken in a row, within the count and the bytes
+// asked for, across runs of batches and of items read back from disk, with
+// the ids each chunk was queued with; a chunk larger than the bytes asked
+// for still goes when it is the first.
+func TestLoneWriterIsTakenARunAtATime(t *testing.T) {
+	p := newPipe("q")
+	p.enqueueChunks(1, chunks("a", "bb", "ccc"), 10)
+	p.enqueue(1, []item{{data: []byte("dddd"), id: 20}, {data: []byte("e"), id: 25}})
+	p.enqueueChunks(1, chunks("ffffffff", "g"), 30)
+	type got struct {
+		data string
+		id   uint64
+	}
+	take := func(max, maxBytes int) []got {
+		var out []got
+		for _, it := range p.dequeue(nil, max, maxBytes) {
+			out = append(out, got{string(it.data), it.id})
+		}
+		return out
+	}
+	steps := []struct {
+		max, maxBytes int
+		want          []got
+	}{
+		{2, 100, []got{{"a", 10}, {"bb", 11}}},
+		{10, 4, []got{{"ccc", 12}}},  // "dddd" would pass 4 bytes
+		{10, 2, []got{{"dddd", 20}}}, // the first goes whatever its size
+		{10, 100, []got{{"e", 25}, {"ffffffff", 30}, {"g", 31}}},
+		{10, 100, nil},
+	}
+	for i, s := range steps {
+		if got := take(s.max, s.maxBytes); !slices.Equal(got, s.want) {
+			t.Fatalf("step %d: took %v, want %v", i, got, s.want)
+		}
+	}
+	if p.chunks != 0 || p.bytes != 0 || len(p.ring) != 0 {
+		t.Fatalf("drained pipe counts %d chunks, %d bytes, %d writers in the ring", p.chunks, p.bytes, len(p.ring))
+	}
+}

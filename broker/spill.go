@@ -164,9 +164,7 @@ func (p *pipe) refill(q *writerQueue) {
 		}
 		if err == nil {
 			cost := itemsCost(items)
-			for _, it := range items {
-				q.push(it)
-			}
+			q.pushRun(run{items: items})
 			e.from = next
 			e.chunks -= len(items)
 			e.cost -= cost
