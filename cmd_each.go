@@ -42,9 +42,10 @@ commands finish in any order; a chunk is acknowledged once it and every chunk
 taken before it are done, so a failure or a crash can also repeat chunks
 whose commands had succeeded after it.
 
-SIGINT or SIGTERM: no new command starts, the running ones finish and are
-acknowledged if they succeed, and each exits 130 or 143; a second signal
-kills them, and their chunks go back to the pipe.`
+SIGINT or SIGTERM: no new command starts, the running ones finish (each says
+on stderr how many it waits for) and are acknowledged if they succeed, and
+each exits 130 or 143; a second signal kills them, and their chunks go back to
+the pipe.`
 }
 
 func (e *EachCmd) Validate() error {
@@ -118,7 +119,10 @@ func (run *eachRun) loop() error {
 	}
 	a.abort.Store(&killAll)
 	defer a.abort.Store(nil)
-	var failed *job
+	var (
+		failed    *job
+		announced bool // that a signal stops us
+	)
 	handle := func(j *job) error {
 		run.running--
 		gaveUp, err := run.finished(j)
@@ -139,9 +143,23 @@ func (run *eachRun) loop() error {
 		if stopping && run.running == 0 {
 			break
 		}
+		if a.ctx.Err() != nil && !announced {
+			// Say why we do not exit yet, and how not to wait.
+			announced = true
+			fmt.Fprintf(a.stderr, "zpipes: each %q: stopping; waiting for %d running %s (signal again to kill %s)\n",
+				e.Pipe, run.running, plural(run.running, "command", "commands"), plural(run.running, "it", "them"))
+		}
 		if stopping || run.running == e.Parallel {
-			if err := handle(<-run.results); err != nil {
-				return err
+			var done <-chan struct{}
+			if !announced {
+				done = a.ctx.Done()
+			}
+			select {
+			case j := <-run.results:
+				if err := handle(j); err != nil {
+					return err
+				}
+			case <-done:
 			}
 			continue
 		}
@@ -295,4 +313,12 @@ func (run *eachRun) closeDeadLetter() {
 		run.dlq.ClosePipe(context.Background(), run.cmd.DeadLetter)
 		run.dlq.Close()
 	}
+}
+
+// plural picks the word for n things.
+func plural(n int, one, many string) string {
+	if n == 1 {
+		return one
+	}
+	return many
 }

@@ -8,6 +8,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -17,7 +18,7 @@ import (
 
 // startEach queues n chunks and starts zpipes each -P 2 on them with a
 // command that marks its start in dir and waits for dir/go.
-func startEach(t *testing.T, n int) (c *broker.Client, cmd *exec.Cmd, dir string, stdout, stderr *bytes.Buffer) {
+func startEach(t *testing.T, n int) (c *broker.Client, cmd *exec.Cmd, dir string, stdout, stderr *lockedBuffer) {
 	t.Helper()
 	s, c := startBroker(t)
 	ctx := context.Background()
@@ -33,7 +34,7 @@ func startEach(t *testing.T, n int) (c *broker.Client, cmd *exec.Cmd, dir string
 	script := `read x; touch "$DIR/started.$x"; while [ ! -e "$DIR/go" ]; do sleep 0.01; done; echo "$x"`
 	cmd = exec.Command(zpipesBin(t), "-e", s.Endpoint(), "each", "-P", "2", "jobs", "--", "sh", "-c", script)
 	cmd.Env = append(os.Environ(), "DIR="+dir)
-	stdout, stderr = new(bytes.Buffer), new(bytes.Buffer)
+	stdout, stderr = new(lockedBuffer), new(lockedBuffer)
 	cmd.Stdout, cmd.Stderr = stdout, stderr
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
@@ -52,11 +53,36 @@ func startEach(t *testing.T, n int) (c *broker.Client, cmd *exec.Cmd, dir string
 	return c, cmd, dir, stdout, stderr
 }
 
+// lockedBuffer is a buffer a command writes to while the test reads it.
+type lockedBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (l *lockedBuffer) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+
+func (l *lockedBuffer) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.String()
+}
+
+func (l *lockedBuffer) Len() int { return len(l.String()) }
+
 // SIGINT: nothing new starts, the running commands finish and are
 // acknowledged, each exits 130; the rest stay in the pipe.
 func TestEachInterruptedLetsRunningCommandsFinish(t *testing.T) {
 	c, cmd, dir, stdout, stderr := startEach(t, 10)
 	cmd.Process.Signal(syscall.SIGINT)
+	// Each says it is stopping once it has seen the signal: only then may
+	// the commands finish, or one finishing first would rightly make room
+	// for a third.
+	want := `zpipes: each "jobs": stopping; waiting for 2 running commands (signal again to kill them)`
+	settleT(t, "each saying it stops", func() bool { return strings.Contains(stderr.String(), want) })
 	waitList(t, c, "each stopped taking", func(ps []broker.PipeInfo) bool { return len(ps) == 1 && ps[0].Chunks == 8 })
 	if err := os.WriteFile(filepath.Join(dir, "go"), nil, 0o644); err != nil {
 		t.Fatal(err)

@@ -88,6 +88,18 @@ func waitList(t *testing.T, c *broker.Client, what string, cond func([]broker.Pi
 	}
 }
 
+// settleT polls cond until it holds, failing the test after 10 s.
+func settleT(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("never saw %s", what)
+		}
+		time.Sleep(2 * time.Millisecond) // polling an outcome, not ordering events
+	}
+}
+
 // waitReader waits until the broker shows a READ waiting on the pipe.
 func waitReader(t *testing.T, c *broker.Client, pipe string) {
 	t.Helper()
