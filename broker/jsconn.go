@@ -2,6 +2,7 @@ package broker
 
 import (
 	"context"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"strconv"
@@ -286,7 +287,12 @@ func (jc *jsConn) write(t *task) {
 		}
 	}
 	jc.writes[name] = true
-	var msg []byte
+	chunks := 0
+	for _, w := range batch {
+		chunks += len(w.req.Chunks)
+	}
+	// Made once at its largest, not grown by appending.
+	msg := make([]byte, 0, min(size+chunks*binary.MaxVarintLen32, jc.e.maxMsg))
 	answered := 0
 	// Each write is answered once the message holding its last chunk is
 	// stored; a failed message fails every write not yet answered.

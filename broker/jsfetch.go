@@ -250,7 +250,16 @@ func binaryLen(n int) int {
 }
 
 func decodeChunks(b []byte) ([][]byte, error) {
-	var out [][]byte
+	// Counted first, so the slice is made once: a message holds thousands.
+	n := 0
+	for r := b; len(r) > 0; n++ {
+		size, k := binary.Uvarint(r)
+		if k <= 0 || size > uint64(len(r)-k) {
+			return nil, errors.New("bad chunk length")
+		}
+		r = r[k+int(size):]
+	}
+	out := make([][]byte, 0, n)
 	for len(b) > 0 {
 		n, k := binary.Uvarint(b)
 		if k <= 0 || n > uint64(len(b)-k) {
