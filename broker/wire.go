@@ -43,14 +43,17 @@ const (
 type wire struct {
 	nc       net.Conn
 	r        *bufio.Reader
-	dst      io.Writer // where flush writes: nc
-	peerType string    // the peer's Socket-Type, e.g. "DEALER"
-	peerID   []byte    // the peer's Identity; empty if it set none
-	scratch  []byte    // frame bodies of the message being read
-	out      []byte    // messages encoded, not yet written
-	ends     []int     // where each message in out ends
-	sent     int       // messages written whole, for takeSent
-	offs     []int     // frame boundaries in scratch
+	dst      io.Writer   // where flush writes: nc
+	peerType string      // the peer's Socket-Type, e.g. "DEALER"
+	peerID   []byte      // the peer's Identity; empty if it set none
+	scratch  []byte      // frame bodies of the message being read
+	out      []byte      // messages encoded, not yet written
+	vecs     net.Buffers // with out[mark:], the bytes to write, when large bodies are not copied into out
+	vecBytes int         // bytes in vecs
+	mark     int         // where out's bytes not yet in vecs start
+	ends     []int       // where each message ends, in the bytes to write
+	sent     int         // messages written whole, for takeSent
+	offs     []int       // frame boundaries in scratch
 }
 
 // guardedConn is the net.Conn zmq4 handshakes over. Reads come from the
@@ -325,11 +328,20 @@ func (w *wire) readHeader() (flags byte, size uint64, err error) {
 }
 
 // Writing. Messages are encoded into one buffer and written with one
-// syscall when the buffer fills or flush is called. The buffer remembers
-// where each message ends, so after a failed write the caller knows exactly
-// which messages reached the kernel (sent) and which did not: a chunk that
-// reached a peer is never handed to another reader, and one that did not is
-// never lost.
+// syscall when the buffer fills or flush is called; a frame body of
+// vecMin bytes or more is not copied but written from where it is, with
+// writev. The wire remembers where each message ends, so after a failed
+// write the caller knows exactly which messages reached the kernel (sent)
+// and which did not: a chunk that reached a peer is never handed to
+// another reader, and one that did not is never lost.
+
+// vecMin is the smallest frame body written from its own memory rather
+// than copied: below it, a copy costs less than the kernel's work for one
+// more piece of a writev.
+const vecMin = 2 << 10
+
+// pending is the number of bytes buffered for writing.
+func (w *wire) pending() int { return w.vecBytes + len(w.out) - w.mark }
 
 // writeMessage buffers one message.
 func (w *wire) writeMessage(envelope bool, frames [][]byte) error {
@@ -364,7 +376,7 @@ func (w *wire) writeCommand(name string, body []byte) error {
 // writeEncoded writes a message already encoded as frames. With nothing
 // else buffered it goes to the socket as it is, without a copy.
 func (w *wire) writeEncoded(msg []byte) error {
-	if len(w.out) > 0 {
+	if w.pending() > 0 {
 		w.out = append(w.out, msg...)
 		return w.endMessage()
 	}
@@ -375,7 +387,17 @@ func (w *wire) writeEncoded(msg []byte) error {
 	return err
 }
 
-func (w *wire) appendFrame(flags byte, body []byte) { w.out = appendFrame(w.out, flags, body) }
+func (w *wire) appendFrame(flags byte, body []byte) {
+	if len(body) < vecMin {
+		w.out = appendFrame(w.out, flags, body)
+		return
+	}
+	w.out = append(w.out, flags|flagLong)
+	w.out = binary.BigEndian.AppendUint64(w.out, uint64(len(body)))
+	w.vecs = append(w.vecs, w.out[w.mark:len(w.out):len(w.out)], body)
+	w.vecBytes += len(w.out) - w.mark + len(body)
+	w.mark = len(w.out)
+}
 
 // appendFrame appends one ZMTP frame, header and body, to buf.
 func appendFrame(buf []byte, flags byte, body []byte) []byte {
@@ -389,8 +411,8 @@ func appendFrame(buf []byte, flags byte, body []byte) []byte {
 }
 
 func (w *wire) endMessage() error {
-	w.ends = append(w.ends, len(w.out))
-	if len(w.out) >= bufferSize {
+	w.ends = append(w.ends, w.pending())
+	if w.pending() >= bufferSize {
 		return w.flush()
 	}
 	return nil
@@ -399,20 +421,39 @@ func (w *wire) endMessage() error {
 // flush writes what is buffered. Messages written whole are counted in
 // sent; on an error the rest are dropped from the buffer, unsent.
 func (w *wire) flush() error {
-	if len(w.out) == 0 {
+	if w.pending() == 0 {
 		return nil
 	}
-	n, err := w.dst.Write(w.out)
+	var (
+		n   int
+		err error
+	)
+	if len(w.vecs) == 0 {
+		n, err = w.dst.Write(w.out)
+	} else {
+		w.vecs = append(w.vecs, w.out[w.mark:])
+		v := w.vecs // WriteTo consumes its Buffers: keep ours for reuse
+		var n64 int64
+		n64, err = v.WriteTo(w.dst)
+		n = int(n64)
+	}
 	k := 0
 	for k < len(w.ends) && w.ends[k] <= n {
 		k++
 	}
 	w.sent += k
+	w.reset()
+	return err
+}
+
+// reset empties the buffers.
+func (w *wire) reset() {
 	w.out, w.ends = w.out[:0], w.ends[:0]
+	clear(w.vecs[:cap(w.vecs)]) // keep no chunk alive
+	w.vecs, w.vecBytes, w.mark = w.vecs[:0], 0, 0
 	if cap(w.out) > 4<<20 {
 		w.out = nil // do not keep one huge reply's buffer
 	}
-	return err
 }
 
 // flushNow writes what is buffered without waiting for room in the
@@ -421,8 +462,8 @@ func (w *wire) flush() error {
 // whole are counted in sent, as by flush.
 func (w *wire) flushNow() (bool, error) {
 	sc, ok := w.dst.(syscall.Conn)
-	if !ok {
-		return false, nil
+	if !ok || len(w.vecs) > 0 {
+		return false, nil // flush will write it
 	}
 	rc, err := sc.SyscallConn()
 	if err != nil {

@@ -225,3 +225,89 @@ func TestHandshakeWithUnknownSocketTypeFails(t *testing.T) {
 	c := dialT(t, s)
 	mustOK(t, c.Open(testCtx(t), "p"))
 }
+
+// shortWriter takes at most limit bytes in all, then fails.
+type shortWriter struct {
+	bytes.Buffer
+	limit int
+}
+
+func (s *shortWriter) Write(p []byte) (int, error) {
+	n := min(len(p), s.limit-s.Len())
+	s.Buffer.Write(p[:n])
+	if n < len(p) {
+		return n, errors.New("short write")
+	}
+	return n, nil
+}
+
+// Frame bodies of vecMin bytes or more are written from their own memory,
+// between the encoded bytes around them: the stream is the same as if all
+// were copied, and after a short write, sent counts the messages that went
+// whole, whichever pieces they were written from.
+func TestLargeFramesAreWrittenInPlaceAndCountedLikeTheRest(t *testing.T) {
+	big := func(c byte) string { return string(bytes.Repeat([]byte{c}, vecMin+5)) }
+	msgs := [][]string{
+		{"OK", "a", big('b'), "c"},
+		{"OK"},
+		{big('d')},
+		{"OK", big('e'), big('f')},
+		{"tail"},
+	}
+	var want []byte
+	for _, m := range msgs {
+		want = append(want, zmessage(m...)...)
+	}
+	write := func(dst io.Writer) (*wire, error) {
+		w := &wire{dst: dst}
+		for _, m := range msgs {
+			frames := make([][]byte, len(m))
+			for i, f := range m {
+				frames[i] = []byte(f)
+			}
+			if err := w.writeMessage(false, frames); err != nil {
+				return w, err
+			}
+		}
+		return w, w.flush()
+	}
+	var all bytes.Buffer
+	if _, err := write(&all); err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Equal(all.Bytes(), want) {
+		t.Fatalf("wrote %d bytes, not the %d of the messages framed", all.Len(), len(want))
+	}
+	r := bytesWire(all.Bytes())
+	for i, m := range msgs {
+		got, err := r.readMessage(1<<20, 100)
+		if err != nil || len(got.frames) != len(m) {
+			t.Fatalf("message %d: %d frames, %v", i, len(got.frames), err)
+		}
+		for j, f := range m {
+			if string(got.frames[j]) != f {
+				t.Fatalf("message %d frame %d differs", i, j)
+			}
+		}
+	}
+	// Cut anywhere: the messages that went whole are those that end by
+	// the cut.
+	for _, cut := range []int{0, 5, len(zmessage(msgs[0]...)) - 1, len(zmessage(msgs[0]...)), len(want) - 3} {
+		w, err := write(&shortWriter{limit: cut})
+		if err == nil {
+			t.Fatalf("cut at %d: no error", cut)
+		}
+		whole, end := 0, 0
+		for _, m := range msgs {
+			if end += len(zmessage(m...)); end <= cut {
+				whole++
+			}
+		}
+		if got := w.takeSent(); got != whole {
+			t.Fatalf("cut at %d: %d messages counted sent, want %d", cut, got, whole)
+		}
+		if w.pending() != 0 || len(w.vecs) != 0 {
+			t.Fatalf("cut at %d: %d bytes still buffered after the failure", cut, w.pending())
+		}
+	}
+}
