@@ -1,24 +1,23 @@
 package main
 
 import (
-	"bytes"
 	"context"
 	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
 
 	"github.com/zpipes/zpipes/broker"
+	"github.com/zpipes/zpipes/internal/syncbuf"
 )
 
 // startEach queues n chunks and starts zpipes each -P 2 on them with a
 // command that marks its start in dir and waits for dir/go.
-func startEach(t *testing.T, n int) (c *broker.Client, cmd *exec.Cmd, dir string, stdout, stderr *lockedBuffer) {
+func startEach(t *testing.T, n int) (c *broker.Client, cmd *exec.Cmd, dir string, stdout, stderr *syncbuf.Buffer) {
 	t.Helper()
 	s, c := startBroker(t)
 	ctx := context.Background()
@@ -34,7 +33,7 @@ func startEach(t *testing.T, n int) (c *broker.Client, cmd *exec.Cmd, dir string
 	script := `read x; touch "$DIR/started.$x"; while [ ! -e "$DIR/go" ]; do sleep 0.01; done; echo "$x"`
 	cmd = exec.Command(zpipesBin(t), "-e", s.Endpoint(), "each", "-P", "2", "jobs", "--", "sh", "-c", script)
 	cmd.Env = append(os.Environ(), "DIR="+dir)
-	stdout, stderr = new(lockedBuffer), new(lockedBuffer)
+	stdout, stderr = new(syncbuf.Buffer), new(syncbuf.Buffer)
 	cmd.Stdout, cmd.Stderr = stdout, stderr
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
@@ -52,26 +51,6 @@ func startEach(t *testing.T, n int) (c *broker.Client, cmd *exec.Cmd, dir string
 	}
 	return c, cmd, dir, stdout, stderr
 }
-
-// lockedBuffer is a buffer a command writes to while the test reads it.
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *lockedBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *lockedBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
-}
-
-func (l *lockedBuffer) Len() int { return len(l.String()) }
 
 // SIGINT: nothing new starts, the running commands finish and are
 // acknowledged, each exits 130; the rest stay in the pipe.

@@ -1,7 +1,6 @@
 package broker
 
 import (
-	"bytes"
 	"fmt"
 	"log/slog"
 	"strconv"
@@ -9,27 +8,18 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/zpipes/zpipes/internal/syncbuf"
 )
 
 // logBuffer collects log lines; the logger may write from a timer's
 // goroutine.
-type logBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *logBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
+type logBuffer struct{ syncbuf.Buffer }
 
 // lines returns the lines logged so far whose message is msg.
 func (b *logBuffer) lines(msg string) []string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
 	var out []string
-	for _, l := range strings.Split(b.buf.String(), "\n") {
+	for _, l := range strings.Split(b.String(), "\n") {
 		if logMsg(l) == msg {
 			out = append(out, l)
 		}
