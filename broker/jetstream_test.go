@@ -536,3 +536,36 @@ func TestJetStreamHoldEndsWithTheConnection(t *testing.T) {
 	h.Close()
 	assertNoPipesEventually(t, c)
 }
+
+// A batch read in part by one broker after another: each records how much
+// of it is gone, counting what the brokers before it took, so the next
+// reader neither skips a chunk nor reads one again.
+func TestJetStreamPartlyReadBatchPassesThroughTwoBrokersInOrder(t *testing.T) {
+	t.Parallel()
+	_, urls := startNATS(t, 1)
+	ctx := testCtx(t)
+	wc := dialT(t, startJSBroker(t, urls))
+	mustOK(t, wc.Open(ctx, "p"))
+	var chunks [][]byte
+	for _, s := range numbered(1, 10) {
+		chunks = append(chunks, []byte(s))
+	}
+	mustOK(t, wc.Write(ctx, "p", chunks...)) // one message
+	var got []string
+	for _, n := range []int{3, 2} {
+		s := startJSBroker(t, urls)
+		c := dialT(t, s)
+		var took []string
+		for len(took) < n {
+			took = append(took, takeN(t, c, "p", n-len(took))...)
+		}
+		_, err := c.do(ctx, CmdAck, []byte("p"), []byte(fmt.Sprint(n)))
+		mustOK(t, err)
+		got = append(got, took...)
+		mustOK(t, s.Close()) // gives the batch back, with its progress
+	}
+	got = append(got, readAll(t, dialT(t, startJSBroker(t, urls)), "p", 5)...)
+	if !slices.Equal(got, numbered(1, 10)) {
+		t.Fatalf("read through three brokers in turn: %q", got)
+	}
+}

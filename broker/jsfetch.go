@@ -208,7 +208,7 @@ func (r *jsReader) fetched(msgs []jetstream.Msg, err error) {
 			continue
 		}
 		chunks = chunks[done:]
-		jm := &jsMsg{m: m, seq: seq, base: r.nextID, n: len(chunks), left: len(chunks)}
+		jm := &jsMsg{m: m, seq: seq, base: r.nextID, n: len(chunks), done: done, left: len(chunks)}
 		r.win.enqueueChunks(wid, chunks, r.nextID)
 		r.nextID += uint64(len(chunks))
 		r.msgs = append(r.msgs, jm)
