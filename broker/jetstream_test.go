@@ -12,6 +12,8 @@ import (
 	"time"
 
 	"github.com/nats-io/nats-server/v2/server"
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
 	"github.com/zpipes/zpipes/internal/natslocal"
 )
 
@@ -567,5 +569,58 @@ func TestJetStreamPartlyReadBatchPassesThroughTwoBrokersInOrder(t *testing.T) {
 	got = append(got, readAll(t, dialT(t, startJSBroker(t, urls)), "p", 5)...)
 	if !slices.Equal(got, numbered(1, 10)) {
 		t.Fatalf("read through three brokers in turn: %q", got)
+	}
+}
+
+// A delivery that never reaches the reader (here another client takes it
+// with the reader's pin, as a pull the reader stopped listening to would
+// be answered) comes again only after the ack wait. The reader, seeing the
+// gap in the consumer's deliveries, takes in nothing after it till then:
+// the writer's chunks are read in the order written, not the later ones
+// first.
+func TestJetStreamADeliveryThatNeverCameIsWaitedFor(t *testing.T) {
+	t.Parallel()
+	_, urls := startNATS(t, 1)
+	s := startJSBroker(t, urls)
+	wc, rc := dialT(t, s), dialT(t, s)
+	ctx := testCtx(t)
+	mustOK(t, wc.Open(ctx, "p"))
+	mustOK(t, wc.Write(ctx, "p", []byte("1")))
+	if got := takeN(t, rc, "p", 1); !slices.Equal(got, []string{"1"}) {
+		t.Fatalf("TAKE: %q", got)
+	}
+	// Holding "1", the reader stays and keeps its pin; once no pull of
+	// its waits, "2" goes to whoever pulls with that pin.
+	nc, err := nats.Connect(urls)
+	mustOK(t, err)
+	defer nc.Close()
+	js, err := jetstream.New(nc)
+	mustOK(t, err)
+	cons, err := js.Consumer(ctx, jsStream, "p-"+pipeKey("p"))
+	mustOK(t, err)
+	var pin string
+	for pin == "" {
+		info, err := cons.Info(ctx)
+		mustOK(t, err)
+		if info.NumWaiting == 0 && len(info.PriorityGroups) > 0 {
+			pin = info.PriorityGroups[0].PinnedClientID
+		}
+		if ctx.Err() != nil {
+			t.Fatal("the reader's pull did not end")
+		}
+	}
+	mustOK(t, wc.Write(ctx, "p", []byte("2")))
+	req := fmt.Sprintf(`{"batch":1,"expires":%d,"group":%q,"id":%q}`, 5*time.Second, jsGroup, pin)
+	stolen, err := nc.RequestWithContext(ctx, "$JS.API.CONSUMER.MSG.NEXT."+jsStream+".p-"+pipeKey("p"), []byte(req))
+	mustOK(t, err)
+	if c, err := decodeChunks(stolen.Data); err != nil || len(c) != 1 || string(c[0]) != "2" {
+		t.Fatalf("the delivery taken from the reader: %q %v %q", stolen.Data, err, stolen.Header)
+	}
+	mustOK(t, wc.Write(ctx, "p", []byte("3")))
+	mustOK(t, wc.Write(ctx, "p", []byte("4")))
+	_, err = rc.do(ctx, CmdAck, []byte("p"), []byte("1"))
+	mustOK(t, err)
+	if got := readAll(t, rc, "p", 3); !slices.Equal(got, numbered(2, 4)) {
+		t.Fatalf("read after a lost delivery: %q, want 2 to 4", got)
 	}
 }
