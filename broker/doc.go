@@ -126,14 +126,14 @@
 // broker that dies leaves its HOLDs counted. --max-pipes,
 // --max-pipe-bytes and --max-total-bytes do not apply: JetStream's own
 // limits bound the pipes, and a constant (8 MiB) each pipe's read-ahead.
-// Known and not understood: after the fetch fixes, one W2 benchmark
-// transfer (of about 60 made since) read a writer's chunks out of order
-// (docs/jetstream.md); the reader logs an error if its messages ever come
-// out of order. And after one of three servers was lost, a reader through
-// the other broker stalled for good with about 8,000 of 20,000
-// acknowledged chunks unread, in 4 runs of 4 of a test that had a second
-// writer write once the cluster took writes again (the same test without that write
-// reads them all); not understood, not in the tests.
+// Order depends on every delivery reaching the reader: the reader pulls
+// through one subscription kept for its life, and a gap in the consumer's
+// delivery numbers (a delivery lost with a dropped connection or a leader
+// change) makes it wait until the lost one comes again, an ack wait later,
+// before it takes in anything after it. Not ruled out (docs/jetstream.md):
+// the server puts a redelivery back at the end of its queue if the pull it
+// meant it for expires at that instant; the reader logs an error if a
+// writer's messages ever come out of order.
 //
 // Durability: zpipes cannot set the file store's fsync; it is the server's
 // (jetstream { sync_interval }). With three replicas a publish is

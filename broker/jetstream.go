@@ -229,6 +229,19 @@ func (e *jsEngine) setUp(urls string) error {
 	if err != nil {
 		return fmt.Errorf("store %s: bucket %s: %w", urls, jsBucket, err)
 	}
+	// A replicated bucket just made answers reads (direct gets) only once
+	// its servers run it; until then a read finds no responders.
+	for {
+		_, err := kv.Get(ctx, "ready")
+		if !errors.Is(err, nats.ErrNoResponders) {
+			break
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("store %s: bucket %s: %w", urls, jsBucket, err)
+		case <-time.After(20 * time.Millisecond):
+		}
+	}
 	e.kv = kv
 	if e.kvStream, err = js.Stream(ctx, "KV_"+jsBucket); err != nil {
 		return fmt.Errorf("store %s: bucket %s: %w", urls, jsBucket, err)

@@ -5,9 +5,12 @@ import (
 	"encoding/binary"
 	"encoding/json"
 	"errors"
+	"fmt"
+	"strconv"
 	"strings"
 	"time"
 
+	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 )
 
@@ -15,9 +18,9 @@ import (
 // batches decoded into chunks queued by writer, and the progress of batches
 // read in part by a broker that stopped reading.
 
-// want starts a fetch if a connection reads here and the window has room.
+// want starts a pull if a connection reads here and the window has room.
 func (r *jsReader) want() {
-	if r.fetching || r.retry != nil {
+	if r.fetching || r.retry != nil || time.Now().Before(r.resync) {
 		return
 	}
 	if r.leaseRev == 0 {
@@ -43,26 +46,88 @@ func (r *jsReader) want() {
 	ctx, cancel := context.WithTimeout(r.ctx, jsOpTimeout)
 	err := r.ensureConsumer(ctx)
 	cancel()
+	if err == nil {
+		err = r.subscribe()
+	}
 	if err != nil {
 		r.failed(err)
 		return
 	}
+	if r.repin {
+		// After a gap the pin may have ended; a pull with an old pin
+		// is refused, and the server puts the redelivery it had taken
+		// for it at the back of its queue. So a new pin, before pulling.
+		ctx, cancel := context.WithTimeout(r.ctx, jsOpTimeout)
+		r.unpin(ctx)
+		r.pinID = ""
+		cancel()
+		r.repin = false
+	}
 	// A pull asks for a count of messages, from the average size seen,
-	// never for bytes: a message that does not fit a pull's byte budget
-	// was seen to come after the next one.
+	// never for bytes: a redelivered message that does not fit a pull's
+	// byte budget goes to the back of the consumer's redelivery queue,
+	// behind later ones.
 	n := max(1, min(256, 1000-len(r.msgs), (jsWindowBytes-r.win.bytes)/max(r.avgSize, 1)))
-	r.fetching = true
+	req, _ := json.Marshal(jsPullRequest{Batch: n, Expires: jsFetchWait, Group: jsGroup, ID: r.pinID})
 	r.fetchGen++
+	subj := "$JS.API.CONSUMER.MSG.NEXT." + jsStream + ".p-" + r.key
+	if err := r.e.nc.PublishRequest(subj, r.inbox+"."+strconv.FormatUint(r.fetchGen, 10), req); err != nil {
+		r.failed(err)
+		return
+	}
+	r.fetching = true
+	r.fetchLeft = n
 	r.fetchStart = time.Now()
-	r.e.readerWG.Add(1)
-	go r.fetch(r.cons, n, r.fetchGen)
+}
+
+// jsPullRequest asks a consumer for messages (JetStream's
+// CONSUMER.MSG.NEXT).
+type jsPullRequest struct {
+	Batch   int           `json:"batch"`
+	Expires time.Duration `json:"expires"`
+	Group   string        `json:"group"`
+	ID      string        `json:"id,omitempty"` // the pin
+}
+
+// subscribe makes the reader's one subscription, for the answers to all
+// its pulls (inbox.<pull>). Pulls are not nats.go's Fetch: a Fetch
+// subscribes for one pull and stops listening after a time of its own, and
+// a message the server sends it after that is lost until the ack wait
+// ends, behind later ones; and the messages of two pulls, each on its own
+// subscription, can reach the window in either order. One subscription,
+// kept for the reader's life and never dropping a message, receives
+// everything the server sends the reader, in the order sent.
+func (r *jsReader) subscribe() error {
+	if r.sub != nil {
+		return nil
+	}
+	r.inbox = r.e.nc.NewInbox()
+	sub, err := r.e.nc.Subscribe(r.inbox+".*", func(m *nats.Msg) {
+		if !r.box.put(readerMsg{op: ropArrived, msg: m}) && m.Reply != "" {
+			m.Nak() // the reader has stopped: at once to the next
+		}
+	})
+	if err != nil {
+		return fmt.Errorf("pipe %q: subscribe: %w", abbrev([]byte(r.name)), err)
+	}
+	sub.SetPendingLimits(-1, -1)
+	r.sub = sub
+	return nil
+}
+
+// unsubscribe ends the reader's subscription, once it has stopped.
+func (r *jsReader) unsubscribe() {
+	if r.sub != nil {
+		r.sub.Unsubscribe()
+		r.sub = nil
+	}
 }
 
 // jsFetchGrace is how long past its expiry a pull may go on before the
 // reader stops waiting for it. A pull ends when the server says so; one
-// was seen to go on for good after a server of the cluster was lost (the
-// client's guard timer restarts with every status message). Its messages,
-// if any come, still go to the window.
+// was seen to go on for good after a server of the cluster was lost. Its
+// messages, if any come, still go to the window, through the same
+// subscription, in order.
 const jsFetchGrace = 5 * time.Second
 
 // abandon stops waiting for a pull that has gone on too long, so that
@@ -71,65 +136,10 @@ func (r *jsReader) abandon() {
 	if r.fetching && time.Since(r.fetchStart) > jsFetchWait+jsFetchGrace {
 		r.e.readFailed.event("pipe", abbrev([]byte(r.name)), "err", "a pull did not end; starting another")
 		r.fetching = false
-		r.fetchGen++
 	}
 }
 
-// fetch runs in its own goroutine: JetStream holds a pull open until n
-// messages come or jsFetchWait passes. It has no context: a pull the
-// client gives up on may still be answered, and those messages would come
-// back only after the ack wait, behind later ones. So a fetch ends when
-// the server says the pull is over.
-func (r *jsReader) fetch(cons jetstream.Consumer, n int, gen uint64) {
-	defer r.e.readerWG.Done()
-	batch, err := cons.Fetch(n, jetstream.FetchMaxWait(jsFetchWait), jetstream.FetchPriorityGroup(jsGroup))
-	if err == nil {
-		// The messages go to the window as they come, not once the pull
-		// is full (it waits for n messages or its expiry); but each time
-		// with every message the consumer has at hand, so that reads take
-		// turns among all the writers it holds.
-		ch := batch.Messages()
-		for {
-			m, ok := r.next(ch)
-			if !ok {
-				break
-			}
-			msgs := []jetstream.Msg{m}
-			for len(msgs) < n && pendingAfter(msgs[len(msgs)-1]) {
-				if m, ok = r.next(ch); !ok {
-					break
-				}
-				msgs = append(msgs, m)
-			}
-			r.box.put(readerMsg{op: ropArrived, fetched: msgs})
-		}
-		err = batch.Error()
-	}
-	if errors.Is(err, context.DeadlineExceeded) || errors.Is(err, jetstream.ErrNoMessages) {
-		err = nil // nothing came
-	}
-	r.box.put(readerMsg{op: ropFetched, err: err, gen: gen})
-}
-
-// next receives a pull's next message; false once the pull is over or the
-// reader has stopped.
-func (r *jsReader) next(ch <-chan jetstream.Msg) (jetstream.Msg, bool) {
-	select {
-	case m, ok := <-ch:
-		return m, ok
-	case <-r.ctx.Done():
-		return nil, false
-	}
-}
-
-// pendingAfter reports whether the consumer had more messages ready when
-// it sent this one.
-func pendingAfter(m jetstream.Msg) bool {
-	meta, err := m.Metadata()
-	return err == nil && meta.NumPending > 0
-}
-
-// finishFetch waits for the fetch in flight, if any, and takes in its
+// finishFetch waits for the pull in flight, if any, and takes in its
 // messages.
 func (r *jsReader) finishFetch() {
 	t := time.NewTicker(time.Second)
@@ -156,64 +166,146 @@ func (r *jsReader) failed(err error) {
 	r.retry = time.After(200 * time.Millisecond) // back off, then again
 }
 
-// fetched adds a fetch's messages to the window.
-func (r *jsReader) fetched(msgs []jetstream.Msg, err error) {
+// arrived takes in what the server sent for a pull: a message, or a
+// status that ends the pull.
+func (r *jsReader) arrived(m *nats.Msg) {
+	r.moreComing = false
+	if status := m.Header.Get("Status"); status != "" && m.Reply == "" {
+		// Sent to the pull's own inbox (inbox.<pull>); a message is sent
+		// with its own subject.
+		gen, _ := strconv.ParseUint(m.Subject[strings.LastIndexByte(m.Subject, '.')+1:], 10, 64)
+		r.pullStatus(r.fetching && gen == r.fetchGen, status, m.Header.Get("Description"))
+		return
+	}
+	meta, err := m.Metadata()
 	if err != nil {
-		if errors.Is(err, jetstream.ErrPinIDMismatch) {
-			r.pinID = ""
-		}
-		r.failed(err)
+		return
 	}
-	for _, m := range msgs {
-		meta, err := m.Metadata()
-		if err != nil {
-			continue
+	if r.fetching {
+		if r.fetchLeft--; r.fetchLeft == 0 {
+			r.fetching = false
 		}
-		seq := meta.Sequence.Stream
-		if r.seqs[seq] {
-			continue // redelivered while held here
-		}
-		if pin := m.Headers().Get("Nats-Pin-Id"); pin != "" {
-			r.pinID = pin
-		}
-		token := m.Subject()[strings.LastIndexByte(m.Subject(), '.')+1:]
-		if seq < r.last[token] {
-			r.e.log.Error("jetstream: a writer's message came after a later one; its chunks are read out of order", "pipe", abbrev([]byte(r.name)), "seq", seq, "after", r.last[token])
-		}
-		r.last[token] = seq
-		wid, ok := r.writers[token]
-		if !ok {
-			wid = uint64(len(r.writers) + 1)
-			r.writers[token] = wid
-		}
-		data := m.Data()
-		r.avgSize += (len(data) - r.avgSize) / 8
-		if strings.HasPrefix(m.Subject(), jsEnds) {
-			r.win.finish(wid)
-			m.Ack()
-			continue
-		}
-		chunks, err := decodeChunks(data)
-		if err != nil {
-			r.e.log.Error("jetstream: a message is not a batch of chunks; dropped", "pipe", abbrev([]byte(r.name)), "seq", seq, "err", err)
-			m.Term()
-			continue
-		}
-		done := 0
-		if meta.NumDelivered > 1 {
-			done = r.consumedBefore(seq)
-		}
-		if done >= len(chunks) {
-			m.Ack()
-			continue
-		}
-		chunks = chunks[done:]
-		jm := &jsMsg{m: m, seq: seq, base: r.nextID, n: len(chunks), left: len(chunks)}
-		r.win.enqueueChunks(wid, chunks, r.nextID)
-		r.nextID += uint64(len(chunks))
-		r.msgs = append(r.msgs, jm)
-		r.seqs[seq] = true
+		// More of this pull's messages are on their way: the waiting read
+		// is answered with them all, so that it takes turns among all the
+		// writers they hold.
+		r.moreComing = r.fetching && meta.NumPending > 0
 	}
+	ok := r.inOrder(meta)
+	if pin := m.Header.Get("Nats-Pin-Id"); pin != "" && pin == r.gonePin {
+		m.Nak() // for a window given back (a pull given up on): after it
+		return
+	}
+	if ok {
+		r.fetched(m, meta)
+	}
+}
+
+// pullStatus handles a status the server sent for a pull. All but a
+// heartbeat end it.
+func (r *jsReader) pullStatus(current bool, status, descr string) {
+	if status == "100" || !current {
+		return
+	}
+	r.fetching = false
+	switch status {
+	case "408", "404": // it expired, or nothing came
+	case "409":
+		if strings.Contains(strings.ToLower(descr), "consumer deleted") {
+			r.failed(jetstream.ErrConsumerNotFound)
+		} else if !strings.Contains(strings.ToLower(descr), "maxbytes") {
+			r.failed(fmt.Errorf("pull: %s %s", status, descr)) // e.g. a leader change
+		}
+	case "423":
+		r.pinID = "" // pinned to someone else, or by a leader that is gone
+		r.failed(jetstream.ErrPinIDMismatch)
+	case "503":
+		// Nobody answers for the consumer: its leader is being elected,
+		// or the pipe was removed with it. Made again if need be.
+		r.cons = nil
+		r.failed(fmt.Errorf("pull: %w", nats.ErrNoResponders))
+	default:
+		r.failed(fmt.Errorf("pull: %s %s", status, descr))
+	}
+}
+
+// fetched adds a message to the window.
+func (r *jsReader) fetched(m *nats.Msg, meta *nats.MsgMetadata) {
+	seq := meta.Sequence.Stream
+	if r.seqs[seq] {
+		return // redelivered while held here
+	}
+	if _, ok := r.acked[seq]; ok {
+		return // redelivered as it was acknowledged
+	}
+	if pin := m.Header.Get("Nats-Pin-Id"); pin != "" {
+		r.pinID = pin
+	}
+	token := m.Subject[strings.LastIndexByte(m.Subject, '.')+1:]
+	if seq < r.last[token] {
+		r.e.log.Error("jetstream: a writer's message came after a later one; its chunks are read out of order", "pipe", abbrev([]byte(r.name)), "seq", seq, "after", r.last[token])
+	}
+	r.last[token] = max(r.last[token], seq)
+	wid, ok := r.writers[token]
+	if !ok {
+		wid = uint64(len(r.writers) + 1)
+		r.writers[token] = wid
+	}
+	data := m.Data
+	r.avgSize += (len(data) - r.avgSize) / 8
+	if strings.HasPrefix(m.Subject, jsEnds) {
+		r.win.finish(wid)
+		r.acked[seq] = time.Now()
+		m.Ack()
+		return
+	}
+	chunks, err := decodeChunks(data)
+	if err != nil {
+		r.e.log.Error("jetstream: a message is not a batch of chunks; dropped", "pipe", abbrev([]byte(r.name)), "seq", seq, "err", err)
+		m.Term()
+		return
+	}
+	done := 0
+	if meta.NumDelivered > 1 {
+		done = r.consumedBefore(seq)
+	}
+	if done >= len(chunks) {
+		r.acked[seq] = time.Now()
+		m.Ack()
+		return
+	}
+	chunks = chunks[done:]
+	jm := &jsMsg{m: m, seq: seq, base: r.nextID, n: len(chunks), done: done, left: len(chunks)}
+	r.win.enqueueChunks(wid, chunks, r.nextID)
+	r.nextID += uint64(len(chunks))
+	r.msgs = append(r.msgs, jm)
+	r.seqs[seq] = true
+}
+
+// inOrder reports whether a delivery follows the one before it, and so
+// may be taken in. The consumer numbers its deliveries, and all of them
+// come here, in order, while this reader is pinned: a gap is a delivery
+// that never came (the connection to NATS was lost with it on the way,
+// or the consumer's leader changed). JetStream sends that message again
+// once the ack wait ends; messages after it taken in meanwhile would be
+// read before it. So after a gap the reader takes in nothing more and
+// pulls nothing until every delivery it left alone is due again, an ack
+// wait after the last of them: then they come again, with the missing
+// one, in stream order. The window already taken in is read meanwhile.
+func (r *jsReader) inOrder(meta *nats.MsgMetadata) bool {
+	dseq := meta.Sequence.Consumer
+	if time.Now().Before(r.resync) {
+		r.resync = time.Now().Add(r.e.cfg.AckWait + r.e.cfg.AckWait/2)
+		return false
+	}
+	if r.dseq != 0 && dseq != r.dseq+1 {
+		r.e.log.Warn("jetstream: a delivery did not come; waiting for it to come again", "pipe", abbrev([]byte(r.name)), "delivery", dseq, "after", r.dseq)
+		r.dseq = 0
+		r.resync = time.Now().Add(r.e.cfg.AckWait + r.e.cfg.AckWait/2)
+		r.repin = true
+		return false
+	}
+	r.dseq = dseq
+	return true
 }
 
 // Progress of partly consumed messages. A message is one batch, acknowledged

@@ -85,7 +85,10 @@ func (r *jsReader) reset() {
 	clear(r.writers)
 	clear(r.last)
 	clear(r.took)
-	r.pinID = ""
+	// What pulls given up on bring yet belongs to the window given back.
+	r.gonePin, r.pinID = r.pinID, ""
+	r.dseq = 0
+	r.moreComing = false
 }
 
 func (r *jsReader) unpin(ctx context.Context) {

@@ -7,6 +7,7 @@ import (
 	"slices"
 	"time"
 
+	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 )
 
@@ -18,18 +19,21 @@ import (
 // Connections talk to it through its mailbox; it answers on the channel
 // each request brings.
 type jsReader struct {
-	e    *jsEngine
-	name string
-	key  string
-	box  *mailbox[readerMsg]
-	cons jetstream.Consumer
+	e     *jsEngine
+	name  string
+	key   string
+	box   *mailbox[readerMsg]
+	cons  jetstream.Consumer
+	sub   *nats.Subscription // the answers to its pulls (jsfetch.go)
+	inbox string
 
-	win     *pipe             // chunks fetched and not taken, in fair order
-	msgs    []*jsMsg          // messages fetched and not acknowledged, by base
-	seqs    map[uint64]bool   // their stream sequences
-	nextID  uint64            // the id of the next chunk fetched
-	writers map[string]uint64 // subjects' writer tokens, as window writer ids
-	last    map[string]uint64 // the sequence of each writer's last message
+	win     *pipe                // chunks fetched and not taken, in fair order
+	msgs    []*jsMsg             // messages fetched and not acknowledged, by base
+	seqs    map[uint64]bool      // their stream sequences
+	acked   map[uint64]time.Time // sequences acknowledged lately, and when
+	nextID  uint64               // the id of the next chunk fetched
+	writers map[string]uint64    // subjects' writer tokens, as window writer ids
+	last    map[string]uint64    // the sequence of each writer's last message
 
 	wait     *readerMsg             // the read waiting for chunks
 	held     map[*jsConn]*heldItems // what each connection TOOK and has not ACKed
@@ -43,7 +47,13 @@ type jsReader struct {
 	leaseAt    time.Time      // when it was last renewed
 	fetching   bool
 	fetchGen   uint64           // the pull in flight, or given up on
+	fetchLeft  int              // messages it may still bring
 	fetchStart time.Time        // when it started
+	gonePin    string           // the pin of the window given back last
+	moreComing bool             // the last message said more of its pull follow
+	dseq       uint64           // the consumer's number of the last delivery taken in
+	resync     time.Time        // after a gap in dseq: take in nothing till then
+	repin      bool             // after a gap: unpin before the next pull
 	avgSize    int              // bytes of a message, a moving average
 	used       time.Time        // when a connection last read here
 	retry      <-chan time.Time // set after a failed fetch
@@ -53,7 +63,7 @@ type jsReader struct {
 
 // jsMsg is a fetched message.
 type jsMsg struct {
-	m    jetstream.Msg
+	m    *nats.Msg
 	seq  uint64
 	base uint64 // the id of its first chunk in the window
 	n    int    // its chunks (the window's share)
@@ -71,22 +81,19 @@ const (
 	ropGone                      // the connection is gone
 	ropDelivered                 // read replies written
 	ropReturned                  // read replies never written
-	ropArrived                   // messages of the fetch in flight
-	ropFetched                   // the fetch is over
+	ropArrived                   // a message or status for a pull
 	ropProbe                     // tests: does a read wait?
 )
 
 type readerMsg struct {
-	op      readerOp
-	jc      *jsConn
-	req     *Request
-	n       int
-	items   []item
-	answer  chan reply
-	fetched []jetstream.Msg
-	err     error
-	probe   chan bool
-	gen     uint64 // ropFetched: which pull
+	op     readerOp
+	jc     *jsConn
+	req    *Request
+	n      int
+	items  []item
+	answer chan reply
+	msg    *nats.Msg // ropArrived
+	probe  chan bool
 }
 
 func newJSReader(e *jsEngine, name string) *jsReader {
@@ -97,6 +104,7 @@ func newJSReader(e *jsEngine, name string) *jsReader {
 		box:     newMailbox[readerMsg](),
 		win:     newPipe(name),
 		seqs:    make(map[uint64]bool),
+		acked:   make(map[uint64]time.Time),
 		nextID:  1,
 		writers: make(map[string]uint64),
 		last:    make(map[string]uint64),
@@ -137,6 +145,7 @@ func (r *jsReader) loop() {
 				// finds this reader with an empty window.
 				r.leave()
 				if r.e.forget(r) {
+					r.unsubscribe()
 					r.stop()
 					return
 				}
@@ -150,6 +159,7 @@ func (r *jsReader) loop() {
 				}
 			}
 			r.leave()
+			r.unsubscribe()
 			r.stop()
 			return
 		}
@@ -229,11 +239,9 @@ func (r *jsReader) handle(m readerMsg) {
 	case ropProbe:
 		m.probe <- r.wait != nil
 	case ropArrived:
-		r.fetched(m.fetched, nil)
-	case ropFetched:
-		if m.gen == r.fetchGen { // not a pull given up on (abandon)
-			r.fetching = false
-			r.fetched(nil, m.err)
+		r.arrived(m.msg)
+		if r.moreComing {
+			return // served with the rest of the pull
 		}
 	}
 	r.serveWaiting()
@@ -345,6 +353,7 @@ func (r *jsReader) ack(m *jsMsg) {
 		r.e.log.Warn("jetstream: acknowledging a message failed; it will be read again", "pipe", abbrev([]byte(r.name)), "seq", m.seq, "err", err)
 	}
 	delete(r.seqs, m.seq)
+	r.acked[m.seq] = time.Now()
 	if i := slices.Index(r.msgs, m); i >= 0 {
 		r.msgs = slices.Delete(r.msgs, i, i+1)
 	}
@@ -355,6 +364,13 @@ func (r *jsReader) ack(m *jsMsg) {
 func (r *jsReader) keepAlive() {
 	for _, m := range r.msgs {
 		m.m.InProgress()
+	}
+	// A message acknowledged as JetStream sent it again (its ack wait
+	// ended) comes after its ack: it is known for two ack waits.
+	for seq, at := range r.acked {
+		if time.Since(at) > 2*r.e.cfg.AckWait {
+			delete(r.acked, seq)
+		}
 	}
 }
 
