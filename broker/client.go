@@ -33,9 +33,11 @@ type Client struct {
 
 	wmu sync.Mutex // serialises writes, and queueing with them
 
-	mu    sync.Mutex
-	calls []*call // sent, not yet answered, in order
-	err   error   // why the connection failed; set once
+	mu      sync.Mutex
+	calls   []*call       // sent, not yet answered, in order
+	err     error         // why the connection failed; set once
+	reading readerState   // who reads replies (see readFor)
+	wake    chan struct{} // the read loop: read
 
 	limitsOnce sync.Once
 	limits     BrokerLimits
@@ -65,7 +67,7 @@ func WithTimeout(d time.Duration) Option { return func(c *Client) { c.timeout = 
 // Dial connects to the broker at endpoint and completes the ZMTP handshake
 // within the client's timeout.
 func Dial(ctx context.Context, endpoint string, opts ...Option) (*Client, error) {
-	c := &Client{endpoint: endpoint, timeout: DefaultTimeout, done: make(chan struct{})}
+	c := &Client{endpoint: endpoint, timeout: DefaultTimeout, done: make(chan struct{}), wake: make(chan struct{}, 1)}
 	for _, o := range opts {
 		o(c)
 	}
@@ -77,16 +79,24 @@ func Dial(ctx context.Context, endpoint string, opts ...Option) (*Client, error)
 	if d, ok := ctx.Deadline(); ok && d.Before(deadline) {
 		deadline = d
 	}
+	// A broker that accepts and never answers (stopped) holds the
+	// handshake until the deadline; ctx's end cuts it short.
+	stop := context.AfterFunc(ctx, func() { nc.Close() })
 	w, err := handshake(nc, zmq4.Dealer, nil, false, deadline)
+	if !stop() {
+		err = ctx.Err()
+	}
 	if err != nil {
-		err = handshakeError(nc, endpoint, c.timeout, err)
+		if ctx.Err() == nil {
+			err = handshakeError(nc, endpoint, c.timeout, err)
+		}
 		nc.Close()
 		return nil, err
 	}
 	c.w = w
 	c.lastSeen.Store(time.Now().UnixNano())
 	c.wg.Add(2)
-	go c.readLoop()
+	go c.loop()
 	go c.watch()
 	return c, nil
 }
@@ -132,24 +142,33 @@ func (c *Client) fail(err error) {
 // after the command: the pipe name first, for every command but LIST and
 // LIMITS.
 func (c *Client) async(cmd string, args ...[]byte) *call {
-	return c.send(cmd, func(w *wire) error {
+	k, _ := c.send(cmd, encodeRequest(cmd, args), false)
+	return k
+}
+
+// encodeRequest writes a request of the command and its frames.
+func encodeRequest(cmd string, args [][]byte) func(*wire) error {
+	return func(w *wire) error {
 		frames := make([][]byte, 0, 1+len(args))
 		frames = append(frames, []byte(cmd))
 		frames = append(frames, args...)
 		return w.writeMessage(false, frames)
-	})
+	}
 }
 
 // asyncEncoded sends a request already encoded as ZMTP frames (see
 // batchEncoder) without waiting for its reply. The bytes may be reused as
 // soon as it returns.
 func (c *Client) asyncEncoded(cmd string, msg []byte) *call {
-	return c.send(cmd, func(w *wire) error { return w.writeEncoded(msg) })
+	k, _ := c.send(cmd, func(w *wire) error { return w.writeEncoded(msg) }, false)
+	return k
 }
 
-// send registers a call and writes its request with encode.
-func (c *Client) send(cmd string, encode func(*wire) error) *call {
-	k := &call{cmd: cmd, done: make(chan *call, 1)}
+// send registers a call and writes its request with encode. With direct,
+// if no other call is in flight, the caller is to read the reply itself
+// (readFor), and send says so.
+func (c *Client) send(cmd string, encode func(*wire) error, direct bool) (k *call, self bool) {
+	k = &call{cmd: cmd, done: make(chan *call, 1)}
 	c.wmu.Lock()
 	defer c.wmu.Unlock()
 	c.mu.Lock()
@@ -157,13 +176,21 @@ func (c *Client) send(cmd string, encode func(*wire) error) *call {
 		c.mu.Unlock()
 		k.err = c.err
 		k.done <- k
-		return k
+		return k, false
 	}
 	if len(c.calls) == 0 {
 		// The silence that counts starts now, not when the client went idle.
 		c.lastSeen.Store(time.Now().UnixNano())
 	}
 	c.calls = append(c.calls, k)
+	switch {
+	case c.reading != readNobody:
+	case direct:
+		c.reading, self = readCaller, true
+	default:
+		c.reading = readLoop
+		signal(c.wake)
+	}
 	c.mu.Unlock()
 	err := encode(c.w)
 	if err == nil {
@@ -172,14 +199,19 @@ func (c *Client) send(cmd string, encode func(*wire) error) *call {
 	if err != nil {
 		go c.fail(err) // fail takes c.mu and completes this call too
 	}
-	return k
+	return k, self
 }
 
 // do sends a request and waits for its reply. If ctx ends first, do returns
 // ctx.Err() and the reply, when it comes, is dropped: use it only for
 // requests that are safe to abandon (not reads).
 func (c *Client) do(ctx context.Context, cmd string, args ...[]byte) ([][]byte, error) {
-	k := c.async(cmd, args...)
+	k, self := c.send(cmd, encodeRequest(cmd, args), true)
+	if self {
+		if err := c.readFor(ctx, k); err != nil {
+			return nil, err
+		}
+	}
 	select {
 	case <-k.done:
 		return k.reply, k.err
@@ -188,35 +220,159 @@ func (c *Client) do(ctx context.Context, cmd string, args ...[]byte) ([][]byte, 
 	}
 }
 
-func (c *Client) readLoop() {
+// Who reads the replies. The read loop does while calls are in flight,
+// except that a synchronous call (do) made when no other is in flight reads
+// its reply itself: a reply handed from the read loop to its caller wakes
+// another thread, which on a small VM costs about what the round trip to
+// the broker does (docs/performance.md). Nobody reads while nothing is in
+// flight.
+type readerState int
+
+const (
+	readNobody readerState = iota
+	readLoop               // the read loop goroutine
+	readCaller             // the caller of a do (readFor)
+)
+
+// readFor reads replies, and hands them to their calls, until k has its
+// own; then the read loop takes over if other calls came meanwhile. If ctx
+// ends first while it waits for the next reply, it returns ctx's error
+// and leaves the reading to the read loop. A reply already on its way is
+// read whole first: only the wait before a message is cut short, so the
+// stream stays in step.
+func (c *Client) readFor(ctx context.Context, k *call) error {
+	defer c.handOver()
+	var ctxEnd waitCut
+	stop := context.AfterFunc(ctx, func() { ctxEnd.cut(c.w.nc) })
+	defer stop()
+	for len(k.done) == 0 { // answered: do receives it
+		if err := ctxEnd.wait(c.w); err != nil {
+			if ctx.Err() != nil && errors.Is(err, os.ErrDeadlineExceeded) {
+				return ctx.Err()
+			}
+			c.fail(err)
+			continue // k has failed too
+		}
+		if err := c.readReply(); err != nil {
+			c.fail(err)
+		}
+	}
+	return nil
+}
+
+// handOver ends a caller's turn at reading: to the read loop if calls are
+// still in flight.
+func (c *Client) handOver() {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.reading != readCaller {
+		return
+	}
+	c.reading = readNobody
+	if len(c.calls) > 0 {
+		c.reading = readLoop
+		signal(c.wake)
+	}
+}
+
+// waitCut is a wait for the next message that another goroutine can cut
+// short (a context's end), by a read deadline set only during the wait.
+type waitCut struct {
+	mu      sync.Mutex
+	waiting bool
+	cutOff  bool // cut: the wait ends, and no other begins
+	moved   bool // the deadline was set
+}
+
+// wait waits until the next message has begun to arrive, or the wait is
+// cut (os.ErrDeadlineExceeded).
+func (wc *waitCut) wait(w *wire) error {
+	wc.mu.Lock()
+	if wc.cutOff {
+		wc.mu.Unlock()
+		return os.ErrDeadlineExceeded
+	}
+	wc.waiting = true
+	wc.mu.Unlock()
+	_, err := w.r.Peek(1)
+	wc.mu.Lock()
+	defer wc.mu.Unlock()
+	wc.waiting = false
+	if wc.moved {
+		// Back to no deadline before anything reads the message.
+		w.nc.SetReadDeadline(time.Time{})
+		wc.moved = false
+	}
+	if err == nil && wc.cutOff {
+		return nil // the message came first: read it, then stop
+	}
+	return err
+}
+
+// cut ends the wait, now or when it begins.
+func (wc *waitCut) cut(nc net.Conn) {
+	wc.mu.Lock()
+	defer wc.mu.Unlock()
+	wc.cutOff = true
+	if wc.waiting {
+		nc.SetReadDeadline(time.Unix(1, 0))
+		wc.moved = true
+	}
+}
+
+// loop reads replies while the read loop has the reading.
+func (c *Client) loop() {
 	defer c.wg.Done()
 	for {
-		msg, err := c.w.readMessage(1<<62, 1<<30)
-		if err != nil {
-			c.fail(err)
+		select {
+		case <-c.wake:
+		case <-c.done:
 			return
 		}
-		c.lastSeen.Store(time.Now().UnixNano())
-		if msg.command != "" {
-			continue // PONG, or anything else the broker says outside replies
-		}
-		c.mu.Lock()
-		if len(c.calls) == 0 {
+		for {
+			c.mu.Lock()
+			if c.reading == readLoop && len(c.calls) == 0 {
+				c.reading = readNobody
+			}
+			ours := c.reading == readLoop
 			c.mu.Unlock()
-			c.fail(fmt.Errorf("%w: reply to no request", ErrBadReply))
-			return
+			if !ours {
+				break
+			}
+			if err := c.readReply(); err != nil {
+				c.fail(err)
+				return
+			}
 		}
-		k := c.calls[0]
-		c.calls[0] = nil
-		c.calls = c.calls[1:]
-		c.mu.Unlock()
-		frames := msg.frames
-		if msg.envelope {
-			frames = frames[1:]
-		}
-		k.reply, k.err = parseReply(k.cmd, frames)
-		k.done <- k
 	}
+}
+
+// readReply reads the next message and hands a reply to its call.
+func (c *Client) readReply() error {
+	msg, err := c.w.readMessage(1<<62, 1<<30)
+	if err != nil {
+		return err
+	}
+	c.lastSeen.Store(time.Now().UnixNano())
+	if msg.command != "" {
+		return nil // PONG, or anything else the broker says outside replies
+	}
+	c.mu.Lock()
+	if len(c.calls) == 0 {
+		c.mu.Unlock()
+		return fmt.Errorf("%w: reply to no request", ErrBadReply)
+	}
+	k := c.calls[0]
+	c.calls[0] = nil
+	c.calls = c.calls[1:]
+	c.mu.Unlock()
+	frames := msg.frames
+	if msg.envelope {
+		frames = frames[1:]
+	}
+	k.reply, k.err = parseReply(k.cmd, frames)
+	k.done <- k
+	return nil
 }
 
 // watch pings a silent broker while requests are outstanding (a READ may

@@ -3,6 +3,7 @@ package broker
 import (
 	"context"
 	"errors"
+	"io"
 	"testing"
 	"time"
 
@@ -60,5 +61,84 @@ func TestClientNoticesBrokerClose(t *testing.T) {
 	}
 	if err := c.Open(ctx, "p"); !errors.Is(err, ErrConnLost) {
 		t.Fatalf("request after shutdown: %v, want ErrConnLost", err)
+	}
+}
+
+// A synchronous call reads its own reply when nothing else is in flight;
+// if its context ends first, it returns at once and the client's read loop
+// reads on: the late reply goes to the abandoned call, the next reply to
+// the next call.
+func TestCallWhoseContextEndsLeavesTheRepliesInStep(t *testing.T) {
+	ep := testEndpoint()
+	ln, err := listen(ep)
+	mustOK(t, err)
+	defer ln.Close()
+	answer := make(chan struct{})
+	served := make(chan error, 1)
+	go func() {
+		nc, err := ln.Accept()
+		if err != nil {
+			served <- err
+			return
+		}
+		w, err := handshake(nc, zmq4.Router, nil, true, time.Now().Add(5*time.Second))
+		if err != nil {
+			nc.Close()
+			served <- err
+			return
+		}
+		defer w.close()
+		for i := range 2 {
+			if _, err := w.readMessage(1<<20, 100); err != nil {
+				served <- err
+				return
+			}
+			if i == 0 {
+				<-answer // the first reply only once its caller gave up
+			}
+			w.writeMessage(false, [][]byte{[]byte("OK")})
+			if err := w.flush(); err != nil {
+				served <- err
+				return
+			}
+		}
+		served <- nil
+	}()
+	c, err := Dial(testCtx(t), ep)
+	mustOK(t, err)
+	defer c.Close()
+	ctx, cancel := context.WithCancel(context.Background())
+	time.AfterFunc(50*time.Millisecond, cancel)
+	if err := c.Open(ctx, "p"); !errors.Is(err, context.Canceled) {
+		t.Fatalf("OPEN whose context ended: %v, want context.Canceled", err)
+	}
+	close(answer)
+	mustOK(t, c.Open(testCtx(t), "q"))
+	mustOK(t, <-served)
+	mustOK(t, c.Err())
+}
+
+// Dial gives up on a broker that accepts and never answers (stopped) when
+// its context ends, not only at the timeout: Ctrl-C works at once.
+func TestDialEndsWithItsContext(t *testing.T) {
+	ep := testEndpoint()
+	ln, err := listen(ep)
+	mustOK(t, err)
+	defer ln.Close()
+	go func() {
+		nc, err := ln.Accept()
+		if err == nil {
+			defer nc.Close()
+			io.Copy(io.Discard, nc) // never a greeting back
+		}
+	}()
+	ctx, cancel := context.WithCancel(context.Background())
+	time.AfterFunc(50*time.Millisecond, cancel)
+	c, err := Dial(ctx, ep, WithTimeout(time.Hour))
+	if err == nil {
+		c.Close()
+	}
+	if !errors.Is(err, context.Canceled) {
+		t.Fatalf("Dial to a broker that never answers, its context cancelled: %v", err)
 	}
 }

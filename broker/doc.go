@@ -44,7 +44,9 @@
 // replies go out through a non-blocking outbox, or straight to the socket
 // when they are short and the connection's writer is idle.
 //
-// The client side is Client, one connection, with Writer and Reader for
+// The client side is Client, one connection; a synchronous call made
+// while no other is in flight reads its own reply, others are read by the
+// client's read loop (client.go, readFor). Writer and Reader are for
 // streams (stream.go): they keep batches in flight and hold the promises a
 // stream needs — nothing sent after a refused chunk, an exact count of what
 // the pipe received, and every chunk taken and not consumed given back.
