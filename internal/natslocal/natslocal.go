@@ -41,17 +41,18 @@ func Stop(s *server.Server) {
 // name if n > 1. It returns once the cluster has a JetStream leader that
 // knows every server as a peer (before that, an R3 stream finds "no
 // suitable peers for placement"); on an error it stops what it started.
-//
-// Every port is the kernel's choice when the server binds it, and each
-// server is given routes to those started before it (they tell each other
-// of the rest): ports picked in advance could be taken by another test's
-// server before they are bound, and a server that cannot bind its cluster
-// port never becomes ready.
 func Cluster(n int, name string, base server.Options, dir func(i int) string) ([]*server.Server, error) {
-	var (
-		srvs   []*server.Server
-		routes []string
-	)
+	ports := make([]int, n)
+	var routes []string
+	for i := range ports {
+		p, err := FreePort()
+		if err != nil {
+			return nil, err
+		}
+		ports[i] = p
+		routes = append(routes, fmt.Sprintf("nats://127.0.0.1:%d", p))
+	}
+	var srvs []*server.Server
 	fail := func(err error) ([]*server.Server, error) {
 		for _, s := range srvs {
 			Stop(s)
@@ -65,19 +66,14 @@ func Cluster(n int, name string, base server.Options, dir func(i int) string) ([
 		o.JetStream = true
 		o.StoreDir = dir(i)
 		if n > 1 {
-			o.Cluster = server.ClusterOpts{Name: name, Host: "127.0.0.1", Port: -1}
-			if len(routes) > 0 {
-				o.Routes = server.RoutesFromStr(strings.Join(routes, ","))
-			}
+			o.Cluster = server.ClusterOpts{Name: name, Host: "127.0.0.1", Port: ports[i]}
+			o.Routes = server.RoutesFromStr(strings.Join(routes, ","))
 		}
 		s, err := Run(&o)
 		if err != nil {
 			return fail(err)
 		}
 		srvs = append(srvs, s)
-		if n > 1 {
-			routes = append(routes, "nats://"+s.ClusterAddr().String())
-		}
 	}
 	for deadline := time.Now().Add(20 * time.Second); n > 1 && !hasLeader(srvs); time.Sleep(10 * time.Millisecond) {
 		if time.Now().After(deadline) {
