@@ -41,7 +41,21 @@ func Stop(s *server.Server) {
 // name if n > 1. It returns once the cluster has a JetStream leader that
 // knows every server as a peer (before that, an R3 stream finds "no
 // suitable peers for placement"); on an error it stops what it started.
-func Cluster(n int, name string, base server.Options, dir func(i int) string) ([]*server.Server, error) {
+//
+// The cluster's ports are picked free in advance, so another test's server
+// may bind one first, and a server that cannot bind its cluster port never
+// becomes ready: then the cluster starts again on other ports, up to three
+// times.
+func Cluster(n int, name string, base server.Options, dir func(i int) string) (srvs []*server.Server, err error) {
+	for range 3 {
+		if srvs, err = cluster(n, name, base, dir); err == nil {
+			return srvs, nil
+		}
+	}
+	return nil, err
+}
+
+func cluster(n int, name string, base server.Options, dir func(i int) string) ([]*server.Server, error) {
 	ports := make([]int, n)
 	var routes []string
 	for i := range ports {
