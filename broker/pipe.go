@@ -71,6 +71,9 @@ func (q *fifo[T]) peek() T { return q.head.items[q.hi] }
 // front is the head entry, in place.
 func (q *fifo[T]) front() *T { return &q.head.items[q.hi] }
 
+// back is the tail entry, in place.
+func (q *fifo[T]) back() *T { return &q.tail.items[q.ti-1] }
+
 func (q *fifo[T]) pop() T {
 	var zero T
 	c := q.head.items[q.hi]
@@ -142,11 +145,44 @@ type runQueue struct {
 
 func (q *runQueue) len() int { return q.n }
 
+// shortRun is the fewest chunks queued as a run of their own. Fewer (a
+// WRITE's one, most of all) join a run of items at the tail, so that each
+// costs a 32-byte slot, not a run and the message's list of frames.
+const shortRun = 8
+
 func (q *runQueue) pushRun(r run) {
-	if r.len() > 0 {
-		q.runs.push(r)
-		q.n += r.len()
+	n := r.len()
+	if n < shortRun {
+		for i := range n {
+			q.pushItem(r.at(i))
+		}
+		return
 	}
+	r.items = r.items[:len(r.items):len(r.items)] // never appended to: not ours
+	q.runs.push(r)
+	q.n += n
+}
+
+// pushItem adds one chunk to the items run at the tail, or to a new one.
+// Like the fifo's segments, such runs start small and double up to
+// segmentSize, so a queue of one chunk costs little and a long one is
+// never copied whole.
+func (q *runQueue) pushItem(it item) {
+	size := firstSegment
+	if q.runs.len() > 0 {
+		if t := q.runs.back(); t.items != nil {
+			if len(t.items) < cap(t.items) {
+				t.items = append(t.items, it)
+				q.n++
+				return
+			}
+			size = min(2*cap(t.items), segmentSize)
+		}
+	}
+	items := make([]item, 1, size)
+	items[0] = it
+	q.runs.push(run{items: items})
+	q.n++
 }
 
 func (q *runQueue) peek() item { return q.runs.front().at(q.off) }
