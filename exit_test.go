@@ -13,7 +13,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"slices"
 	"strings"
 	"syscall"
 	"testing"
@@ -489,6 +488,11 @@ func TestReaderKilledBySIGKILLLosesNothing(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	// SIGKILL can cut a write to stdout anywhere: a line without its
+	// newline is torn, not printed (its chunk was never acknowledged).
+	if i := bytes.LastIndexByte(printed, '\n'); i+1 < len(printed) {
+		printed = printed[:i+1]
+	}
 	got := strings.Fields(string(printed))
 	waitList(t, c, "the reader's chunks given back", func(ps []broker.PipeInfo) bool { return len(ps) == 1 && ps[0].Chunks+len(got) >= n })
 	left := drain(t, c, "p")
@@ -505,8 +509,12 @@ func TestReaderKilledBySIGKILLLosesNothing(t *testing.T) {
 			dups++
 		}
 	}
-	if !slices.IsSorted(left) || !slices.IsSorted(got) {
-		t.Fatal("lines out of order")
+	for name, ls := range map[string][]string{"printed": got, "left in the pipe": left} {
+		for i := 1; i < len(ls); i++ {
+			if ls[i] < ls[i-1] {
+				t.Fatalf("lines %s out of order: %s after %s (at %d of %d)", name, ls[i], ls[i-1], i, len(ls))
+			}
+		}
 	}
 	t.Logf("printed %d, left in the pipe %d, printed and given back (at least once) %d", len(got), len(left), dups)
 }
