@@ -240,7 +240,6 @@ func Listen(cfg Config) (*Server, error) {
 		log:      cfg.Logger,
 		ln:       ln,
 		allow:    append([]int{os.Getuid()}, cfg.AllowUIDs...),
-		events:   make(chan event, 256),
 		quit:     make(chan struct{}),
 		done:     make(chan struct{}),
 		sockets:  make(map[net.Conn]struct{}),
@@ -253,7 +252,7 @@ func Listen(cfg Config) (*Server, error) {
 	s.acceptFailed = newLimitedLog(s.log, slog.LevelError, "accept failed", every)
 	s.requestFailed = newLimitedLog(s.log, slog.LevelInfo, "request failed", every)
 	if eng != nil {
-		eng.s, s.eng = s, eng
+		eng.s, s.eng, s.events = s, eng, make(chan event, 256)
 		s.wg.Add(2)
 		go s.acceptLoop()
 		go eng.loop()

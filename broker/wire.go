@@ -43,17 +43,18 @@ const (
 type wire struct {
 	nc       net.Conn
 	r        *bufio.Reader
-	dst      io.Writer   // where flush writes: nc
-	peerType string      // the peer's Socket-Type, e.g. "DEALER"
-	peerID   []byte      // the peer's Identity; empty if it set none
-	scratch  []byte      // frame bodies of the message being read
-	out      []byte      // messages encoded, not yet written
-	vecs     net.Buffers // with out[mark:], the bytes to write, when large bodies are not copied into out
-	vecBytes int         // bytes in vecs
-	mark     int         // where out's bytes not yet in vecs start
-	ends     []int       // where each message ends, in the bytes to write
-	sent     int         // messages written whole, for takeSent
-	offs     []int       // frame boundaries in scratch
+	dst      io.Writer       // where flush writes: nc
+	peerType string          // the peer's Socket-Type, e.g. "DEALER"
+	peerID   []byte          // the peer's Identity; empty if it set none
+	scratch  []byte          // frame bodies of the message being read
+	out      []byte          // messages encoded, not yet written
+	vecs     net.Buffers     // with out[mark:], the bytes to write, when large bodies are not copied into out
+	vecBytes int             // bytes in vecs
+	mark     int             // where out's bytes not yet in vecs start
+	ends     []int           // where each message ends, in the bytes to write
+	sent     int             // messages written whole, for takeSent
+	raw      syscall.RawConn // dst's, for flushNow; made on first use
+	offs     []int           // frame boundaries in scratch
 }
 
 // guardedConn is the net.Conn zmq4 handshakes over. Reads come from the
@@ -437,13 +438,20 @@ func (w *wire) flush() error {
 		n64, err = v.WriteTo(w.dst)
 		n = int(n64)
 	}
+	w.countSent(n)
+	w.reset()
+	return err
+}
+
+// countSent adds to sent the messages that the first n bytes written
+// completed, and returns how many.
+func (w *wire) countSent(n int) int {
 	k := 0
 	for k < len(w.ends) && w.ends[k] <= n {
 		k++
 	}
 	w.sent += k
-	w.reset()
-	return err
+	return k
 }
 
 // reset empties the buffers.
@@ -461,19 +469,25 @@ func (w *wire) reset() {
 // the next flush. It reports whether everything went. Messages written
 // whole are counted in sent, as by flush.
 func (w *wire) flushNow() (bool, error) {
-	sc, ok := w.dst.(syscall.Conn)
-	if !ok || len(w.vecs) > 0 {
+	if len(w.vecs) > 0 {
 		return false, nil // flush will write it
 	}
-	rc, err := sc.SyscallConn()
-	if err != nil {
-		return false, err
+	if w.raw == nil {
+		sc, ok := w.dst.(syscall.Conn)
+		if !ok {
+			return false, nil
+		}
+		rc, err := sc.SyscallConn()
+		if err != nil {
+			return false, err
+		}
+		w.raw = rc
 	}
 	var (
 		n    int
 		werr error
 	)
-	if err := rc.Write(func(fd uintptr) bool {
+	if err := w.raw.Write(func(fd uintptr) bool {
 		n, werr = syscall.Write(int(fd), w.out)
 		return true // once: never wait for room
 	}); err != nil {
@@ -483,11 +497,7 @@ func (w *wire) flushNow() (bool, error) {
 		werr = nil
 	}
 	n = max(n, 0)
-	k := 0
-	for k < len(w.ends) && w.ends[k] <= n {
-		k++
-	}
-	w.sent += k
+	k := w.countSent(n)
 	w.out = w.out[:copy(w.out, w.out[n:])]
 	w.ends = w.ends[:copy(w.ends, w.ends[k:])]
 	for i := range w.ends {
