@@ -303,10 +303,7 @@ func (wc *waitCut) wait(w *wire) error {
 		w.nc.SetReadDeadline(time.Time{})
 		wc.moved = false
 	}
-	if err == nil && wc.cutOff {
-		return nil // the message came first: read it, then stop
-	}
-	return err
+	return err // nil if the message came first, even if cut: it is read, then the wait ends
 }
 
 // cut ends the wait, now or when it begins.
