@@ -6,6 +6,11 @@
 #   unixsock  bench/unixsock: a Go unix-socket stream with bufio, each line
 #             length-prefixed, writer process -> reader process (the
 #             physical floor for framed lines in Go; no broker, no library)
+#   relay     bench/unixsock twice: writer -> relay -> reader, the relay a
+#             process that reads the stream's bytes and writes them on,
+#             parsing nothing (the two-hop floor: the least work any broker
+#             in the middle does; relay/fifo is the most any broker can
+#             reach on this machine)
 #   pushpull  zmq4 PUSH -> PULL, one message per line   (the library, no broker)
 #   zpipes    zpipes cat -w PIPE  |  zpipes cat -r -n N PIPE, via zpipes serve
 #   store     the same via zpipes serve --store DIR (every OK fsync'd)
@@ -241,6 +246,29 @@ run_unixsock() { # IN LINES OUT
 	run_pair unixsock read write "${ep#ipc://}" "$@"
 }
 
+# run_relay: the unixsock reader binds one address, the relay binds another
+# and dials the reader's, the writer dials the relay's; both dials retry
+# until their peer is bound.
+run_relay() { # IN LINES OUT
+	local in=$1 n=$2 out=$3 rpid lpid wpid rc=0
+	endpoint us-r
+	local raddr=${ep#ipc://}
+	endpoint us-l
+	local laddr=${ep#ipc://}
+	now_us
+	t0=$us
+	timeout "$limit" "$tmp/unixsock" read "$raddr" "$n" >"$out" &
+	rpid=$!
+	timeout "$limit" "$tmp/unixsock" relay "$laddr" "$raddr" &
+	lpid=$!
+	timeout "$limit" "$tmp/unixsock" write "$laddr" "$in" &
+	wpid=$!
+	finish_transfer "$rpid" "$wpid" || rc=$?
+	((rc == 0)) || kill -TERM "$lpid" 2>/dev/null || true
+	wait "$lpid" || { log "  relay exited with status $?"; rc=1; }
+	return "$rc"
+}
+
 # wait_bound EP PID: zmq4 binds an ipc://@name endpoint as an abstract unix
 # socket, which shows up in /proc/net/unix as @name once it is listening.
 wait_bound() {
@@ -443,7 +471,7 @@ run_probe() {
 
 raw=$tmp/raw.tsv
 : >"$raw"
-systems=(fifo unixsock pushpull)
+systems=(fifo unixsock relay pushpull)
 [[ -n $zpipes ]] && systems+=(zpipes)
 [[ -n $zpipes && ${BENCH_STORE:-1} != 0 ]] && systems+=(store store-1s)
 [[ -n $zpipes && ${BENCH_NATS:-0} == 1 ]] && systems+=(js1 js3)

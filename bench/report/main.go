@@ -163,14 +163,24 @@ func find(sts []*stats, system string) *stats {
 	return nil
 }
 
-// ratios compares zpipes with each baseline that has data, and zpipes on
-// a store with zpipes in memory.
+// ratios compares zpipes with each baseline that has data, zpipes on a
+// store with zpipes in memory, and the one- and two-hop references with the
+// FIFO: those two are the ceilings of a broker-less stream and of any
+// broker on this machine, against which zpipes/fifo reads.
 func ratios(sts []*stats) (names []string, values []float64) {
 	z := find(sts, "zpipes")
 	if z == nil {
 		return nil, nil
 	}
-	for _, base := range []string{"fifo", "unixsock", "pushpull"} {
+	if f := find(sts, "fifo"); f != nil {
+		for _, ref := range []string{"unixsock", "relay"} {
+			if r := find(sts, ref); r != nil {
+				names = append(names, ref+"/fifo")
+				values = append(values, r.med/f.med)
+			}
+		}
+	}
+	for _, base := range []string{"fifo", "unixsock", "relay", "pushpull"} {
 		if b := find(sts, base); b != nil {
 			names = append(names, "zpipes/"+base)
 			values = append(values, z.med/b.med)

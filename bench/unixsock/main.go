@@ -10,6 +10,18 @@
 //	                         each followed by '\n'; fail unless exactly N came
 //	unixsock write ADDR FILE dial ADDR (retrying until it is bound) and send
 //	                         each line of FILE (without '\n')
+//	unixsock relay ADDR NEXT accept one writer on ADDR, dial NEXT (retrying)
+//	                         and copy the stream's bytes there until the
+//	                         writer closes it
+//
+// The relay is the two-hop reference: writer -> relay -> reader is the
+// shape of every broker, and the relay does the least any broker can do
+// with the bytes: it reads them into its own memory and writes them out,
+// looking at none of them (no parsing, no queue, no reply). A broker has to
+// have the bytes in user space to frame and queue them, so the relay copies
+// through a buffer rather than splicing. What the relay moves is a ceiling
+// for any broker on the machine; what the one-hop stream moves is a ceiling
+// for no broker at all.
 //
 // ADDR is a unix socket address: a path, or "@name" for an abstract socket
 // on Linux. The reader binds and the writer dials, so bench/run.sh can start
@@ -46,7 +58,7 @@ func main() {
 
 func run(args []string) error {
 	if len(args) != 3 {
-		return errors.New("usage: unixsock read ADDR N | unixsock write ADDR FILE")
+		return errors.New("usage: unixsock read ADDR N | unixsock write ADDR FILE | unixsock relay ADDR NEXT")
 	}
 	switch args[0] {
 	case "read":
@@ -57,21 +69,62 @@ func run(args []string) error {
 		return read(args[1], n)
 	case "write":
 		return write(args[1], args[2])
+	case "relay":
+		return relay(args[1], args[2])
 	}
 	return fmt.Errorf("unknown mode %q", args[0])
+}
+
+// accept listens on addr and takes one connection; nobody else may come.
+func accept(addr string) (net.Conn, error) {
+	ln, err := net.Listen("unix", addr)
+	if err != nil {
+		return nil, fmt.Errorf("listen %s: %w", addr, err)
+	}
+	conn, err := ln.Accept()
+	ln.Close() // one writer only; a path socket's file goes with it
+	if err != nil {
+		return nil, fmt.Errorf("accept on %s: %w", addr, err)
+	}
+	return conn, nil
+}
+
+// relay accepts one writer on addr and copies what it sends to next, one
+// read and one write per buffer, then closes next when the writer is done.
+func relay(addr, next string) error {
+	in, err := accept(addr)
+	if err != nil {
+		return err
+	}
+	defer in.Close()
+	out, err := dial(next)
+	if err != nil {
+		return err
+	}
+	defer out.Close()
+	buf := make([]byte, bufSize)
+	for {
+		n, err := in.Read(buf)
+		if n > 0 {
+			if _, werr := out.Write(buf[:n]); werr != nil {
+				return fmt.Errorf("send: %w", werr)
+			}
+		}
+		if errors.Is(err, io.EOF) {
+			return out.Close()
+		}
+		if err != nil {
+			return fmt.Errorf("receive: %w", err)
+		}
+	}
 }
 
 // read accepts one connection and copies its frames to stdout as lines
 // until the writer closes the stream, then checks the count.
 func read(addr string, n int) error {
-	ln, err := net.Listen("unix", addr)
+	conn, err := accept(addr)
 	if err != nil {
-		return fmt.Errorf("listen %s: %w", addr, err)
-	}
-	conn, err := ln.Accept()
-	ln.Close() // one writer only; a path socket's file goes with it
-	if err != nil {
-		return fmt.Errorf("accept on %s: %w", addr, err)
+		return err
 	}
 	defer conn.Close()
 
