@@ -20,7 +20,7 @@ type LsCmd struct {
 func (l *LsCmd) Help() string {
 	return `Columns: NAME; OPENS, the open count; CHUNKS and BYTES queued; TAKEN, the
 chunks readers (cat -r, read, each) took and have not yet acknowledged; WRITERS, the
-connections that have chunks queued; BLOCKED, the writes waiting for room;
+writers (connections, open or gone) whose chunks are queued; BLOCKED, the writes waiting for room;
 READER, whether a READ is waiting. Pipes are listed by name; names with blanks
 or unprintable bytes, or that start with a double quote, are shown Go-quoted.
 Wide characters (CJK, emoji) take two columns, and the table stays aligned.
