@@ -112,7 +112,9 @@ func (c *Client) Close() error {
 	return nil
 }
 
-// Err reports why the connection failed, or nil while it works.
+// Err reports why the connection failed, or nil while it works as far as
+// the client knows. With no call in flight nobody reads the connection, so
+// a broker that went away meanwhile shows here once the next call fails.
 func (c *Client) Err() error {
 	c.mu.Lock()
 	defer c.mu.Unlock()
@@ -237,9 +239,11 @@ const (
 // readFor reads replies, and hands them to their calls, until k has its
 // own; then the read loop takes over if other calls came meanwhile. If ctx
 // ends first while it waits for the next reply, it returns ctx's error
-// and leaves the reading to the read loop. A reply already on its way is
-// read whole first: only the wait before a message is cut short, so the
-// stream stays in step.
+// and leaves the reading to the read loop. Only the wait before a message
+// can be cut short, so readFor reads a message only when it is whole in
+// the buffer: one still arriving (a long reply, or a broker stopped in the
+// middle of one) is left to the read loop, while do waits where ctx can
+// end the wait. Either way the stream stays in step.
 func (c *Client) readFor(ctx context.Context, k *call) error {
 	defer c.handOver()
 	var ctxEnd waitCut
@@ -252,6 +256,9 @@ func (c *Client) readFor(ctx context.Context, k *call) error {
 			}
 			c.fail(err)
 			continue // k has failed too
+		}
+		if !c.w.messageBuffered() {
+			return nil // k is in flight: handOver gives the read loop the rest
 		}
 		if err := c.readReply(); err != nil {
 			c.fail(err)

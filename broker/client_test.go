@@ -4,10 +4,14 @@ import (
 	"context"
 	"errors"
 	"io"
+	"net"
+	"strings"
+	"syscall"
 	"testing"
 	"time"
 
 	"github.com/go-zeromq/zmq4"
+	"golang.org/x/sys/unix"
 )
 
 func TestClientGivesUpOnSilentBroker(t *testing.T) {
@@ -116,6 +120,95 @@ func TestCallWhoseContextEndsLeavesTheRepliesInStep(t *testing.T) {
 	mustOK(t, c.Open(testCtx(t), "q"))
 	mustOK(t, <-served)
 	mustOK(t, c.Err())
+}
+
+// A synchronous call whose reply has begun to arrive, and stalls (a broker
+// stopped in the middle of a long reply), still returns when its context
+// ends, and the client stays in step: the read loop reads the rest of that
+// reply when it comes, and the next call gets its own.
+func TestCallCutWhileItsReplyArrivesReturnsAtOnce(t *testing.T) {
+	ep := testEndpoint()
+	ln, err := listen(ep)
+	mustOK(t, err)
+	defer ln.Close()
+	halfRead := make(chan struct{})
+	rest := make(chan struct{})
+	served := make(chan error, 1)
+	go func() {
+		served <- func() error {
+			nc, err := ln.Accept()
+			if err != nil {
+				return err
+			}
+			w, err := handshake(nc, zmq4.Router, nil, true, time.Now().Add(5*time.Second))
+			if err != nil {
+				nc.Close()
+				return err
+			}
+			defer w.close()
+			if _, err := w.readMessage(1<<20, 100); err != nil {
+				return err
+			}
+			reply := zmessage("OK", strings.Repeat("[", 4000))
+			if _, err := nc.Write(reply[:len(reply)/2]); err != nil {
+				return err
+			}
+			if err := waitUnsent(nc, 0); err != nil { // the client has the first half
+				return err
+			}
+			close(halfRead)
+			<-rest
+			if _, err := nc.Write(reply[len(reply)/2:]); err != nil {
+				return err
+			}
+			if _, err := w.readMessage(1<<20, 100); err != nil {
+				return err
+			}
+			w.writeMessage(false, [][]byte{[]byte("OK")})
+			return w.flush()
+		}()
+	}()
+	c, err := Dial(testCtx(t), ep, WithTimeout(5*time.Second))
+	mustOK(t, err)
+	defer c.Close()
+	ctx, cancel := context.WithCancel(context.Background())
+	go func() {
+		<-halfRead
+		cancel()
+	}()
+	if _, err := c.List(ctx); !errors.Is(err, context.Canceled) {
+		t.Fatalf("LIST whose context ended in the middle of its reply: %v, want context.Canceled", err)
+	}
+	// Before the fix, the call returned only when the client gave up on
+	// the broker, the connection with it.
+	mustOK(t, c.Err())
+	close(rest)
+	mustOK(t, c.Open(testCtx(t), "q"))
+	mustOK(t, <-served)
+	mustOK(t, c.Err())
+}
+
+// waitUnsent waits until the peer has read all but n bytes of what was
+// written to nc (SIOCOUTQ on a unix socket).
+func waitUnsent(nc net.Conn, n int) error {
+	raw, err := nc.(syscall.Conn).SyscallConn()
+	if err != nil {
+		return err
+	}
+	for {
+		var queued int
+		var ioErr error
+		if err := raw.Control(func(fd uintptr) { queued, ioErr = unix.IoctlGetInt(int(fd), unix.SIOCOUTQ) }); err != nil {
+			return err
+		}
+		if ioErr != nil {
+			return ioErr
+		}
+		if queued <= n {
+			return nil
+		}
+		time.Sleep(time.Millisecond) // polling a condition, not a guess at timing
+	}
 }
 
 // Dial gives up on a broker that accepts and never answers (stopped) when

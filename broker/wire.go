@@ -305,6 +305,29 @@ func (w *wire) bufferedFrames(nframes, total *int, maxBytes, maxFrames int) (end
 	return end
 }
 
+// messageBuffered reports whether the next message lies whole in the read
+// buffer, so that reading it cannot block.
+func (w *wire) messageBuffered() bool {
+	buf, _ := w.r.Peek(w.r.Buffered())
+	for i := 0; len(buf)-i >= 2; {
+		flags, hdr, size := buf[i], 2, uint64(buf[i+1])
+		if flags&flagLong != 0 {
+			if len(buf)-i < 9 {
+				return false
+			}
+			hdr, size = 9, binary.BigEndian.Uint64(buf[i+1:])
+		}
+		if size > uint64(len(buf)-i-hdr) {
+			return false
+		}
+		i += hdr + int(size)
+		if flags&flagMore == 0 {
+			return true
+		}
+	}
+	return false
+}
+
 func (w *wire) readHeader() (flags byte, size uint64, err error) {
 	h, err := w.r.Peek(2)
 	if err != nil {

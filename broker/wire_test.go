@@ -9,6 +9,7 @@ import (
 	"io"
 	"net"
 	"os"
+	"strings"
 	"testing"
 	"time"
 
@@ -308,6 +309,31 @@ func TestLargeFramesAreWrittenInPlaceAndCountedLikeTheRest(t *testing.T) {
 		}
 		if w.pending() != 0 || len(w.vecs) != 0 {
 			t.Fatalf("cut at %d: %d bytes still buffered after the failure", cut, w.pending())
+		}
+	}
+}
+
+// messageBuffered says a message is whole only once its last byte is in
+// the buffer, whatever its frames' sizes and header forms.
+func TestMessageBufferedOnlyWhenWhole(t *testing.T) {
+	msgs := map[string][]byte{
+		"one frame":   zmessage("OK"),
+		"empty frame": zmessage(""),
+		"frames":      zmessage("OK", "a", "", strings.Repeat("b", 300)),
+		"long header": append(zframe(flagMore, []byte("OK"), true), zframe(0, []byte("c"), true)...),
+		"command":     zcommand("PING", []byte{0, 1}),
+	}
+	for name, msg := range msgs {
+		for n := 0; n <= len(msg); n++ {
+			data := msg[:n]
+			if n == len(msg) {
+				data = append(msg[:n:n], zmessage("next")...) // another message behind it
+			}
+			w := bytesWire(data)
+			w.r.Peek(len(data))
+			if got, want := w.messageBuffered(), n == len(msg); got != want {
+				t.Errorf("%s, %d of %d bytes buffered: messageBuffered() = %v", name, n, len(msg), got)
+			}
 		}
 	}
 }
