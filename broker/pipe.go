@@ -150,6 +150,8 @@ func (q *runQueue) len() int { return q.n }
 // costs a 32-byte slot, not a run and the message's list of frames.
 const shortRun = 8
 
+// pushRun queues r's chunks. A run of shortRun chunks or more is kept as it
+// is, its slice included: whoever made it must not change or reuse it.
 func (q *runQueue) pushRun(r run) {
 	n := r.len()
 	if n < shortRun {
@@ -315,7 +317,8 @@ func (p *pipe) tick() uint64 {
 }
 
 // enqueue adds a writer's chunks (at least one) at the end of its queue,
-// and returns the queue.
+// and returns the queue. The queue may keep items itself (see pushRun):
+// the caller must not change or reuse it.
 func (p *pipe) enqueue(writer uint64, items []item) *writerQueue {
 	q := p.queueOf(writer, items[0].id)
 	q.pushRun(run{items: items})
@@ -326,7 +329,7 @@ func (p *pipe) enqueue(writer uint64, items []item) *writerQueue {
 }
 
 // enqueueChunks is enqueue for chunks whose ids run from firstID, without
-// making the items first.
+// making the items first. Like items there, chunks may be kept as they are.
 func (p *pipe) enqueueChunks(writer uint64, chunks [][]byte, firstID uint64) *writerQueue {
 	q := p.queueOf(writer, firstID)
 	q.pushRun(run{chunks: chunks, id: firstID})
