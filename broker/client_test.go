@@ -21,16 +21,9 @@ func TestClientGivesUpOnSilentBroker(t *testing.T) {
 	defer ln.Close()
 	accepted := make(chan *wire, 1)
 	go func() {
-		nc, err := ln.Accept()
-		if err != nil {
-			return
+		if w, err := acceptWire(ln); err == nil {
+			accepted <- w // and never answer anything
 		}
-		w, err := handshake(nc, zmq4.Router, nil, true, time.Now().Add(5*time.Second))
-		if err != nil {
-			nc.Close()
-			return
-		}
-		accepted <- w // and never answer anything
 	}()
 	c, err := Dial(testCtx(t), ep, WithTimeout(300*time.Millisecond))
 	mustOK(t, err)
@@ -80,14 +73,8 @@ func TestCallWhoseContextEndsLeavesTheRepliesInStep(t *testing.T) {
 	answer := make(chan struct{})
 	served := make(chan error, 1)
 	go func() {
-		nc, err := ln.Accept()
+		w, err := acceptWire(ln)
 		if err != nil {
-			served <- err
-			return
-		}
-		w, err := handshake(nc, zmq4.Router, nil, true, time.Now().Add(5*time.Second))
-		if err != nil {
-			nc.Close()
 			served <- err
 			return
 		}
@@ -136,19 +123,15 @@ func TestCallCutWhileItsReplyArrivesReturnsAtOnce(t *testing.T) {
 	served := make(chan error, 1)
 	go func() {
 		served <- func() error {
-			nc, err := ln.Accept()
+			w, err := acceptWire(ln)
 			if err != nil {
-				return err
-			}
-			w, err := handshake(nc, zmq4.Router, nil, true, time.Now().Add(5*time.Second))
-			if err != nil {
-				nc.Close()
 				return err
 			}
 			defer w.close()
 			if _, err := w.readMessage(1<<20, 100); err != nil {
 				return err
 			}
+			nc := w.nc
 			reply := zmessage("OK", strings.Repeat("[", 4000))
 			if _, err := nc.Write(reply[:len(reply)/2]); err != nil {
 				return err
@@ -186,6 +169,21 @@ func TestCallCutWhileItsReplyArrivesReturnsAtOnce(t *testing.T) {
 	mustOK(t, c.Open(testCtx(t), "q"))
 	mustOK(t, <-served)
 	mustOK(t, c.Err())
+}
+
+// acceptWire accepts one client on ln and greets it as a broker does: a
+// broker of the test's own, that answers what and when the test says.
+func acceptWire(ln *listener) (*wire, error) {
+	nc, err := ln.Accept()
+	if err != nil {
+		return nil, err
+	}
+	w, err := handshake(nc, zmq4.Router, nil, true, time.Now().Add(5*time.Second))
+	if err != nil {
+		nc.Close()
+		return nil, err
+	}
+	return w, nil
 }
 
 // waitUnsent waits until the peer has read all but n bytes of what was
