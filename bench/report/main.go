@@ -168,10 +168,6 @@ func find(sts []*stats, system string) *stats {
 // FIFO: those two are the ceilings of a broker-less stream and of any
 // broker on this machine, against which zpipes/fifo reads.
 func ratios(sts []*stats) (names []string, values []float64) {
-	z := find(sts, "zpipes")
-	if z == nil {
-		return nil, nil
-	}
 	if f := find(sts, "fifo"); f != nil {
 		for _, ref := range []string{"unixsock", "relay"} {
 			if r := find(sts, ref); r != nil {
@@ -179,6 +175,10 @@ func ratios(sts []*stats) (names []string, values []float64) {
 				values = append(values, r.med/f.med)
 			}
 		}
+	}
+	z := find(sts, "zpipes")
+	if z == nil {
+		return names, values
 	}
 	for _, base := range []string{"fifo", "unixsock", "relay", "pushpull"} {
 		if b := find(sts, base); b != nil {
@@ -221,8 +221,8 @@ func printTables(w io.Writer, workloads []string, table map[string][]*stats) {
 				st.system, group(st.med), group(st.min), group(st.max), st.medMBps, runs, rss)
 		}
 		names, values := ratios(sts)
-		if names == nil {
-			fmt.Fprintln(w, "  ratios: n/a (no successful zpipes run)")
+		if find(sts, "zpipes") == nil {
+			fmt.Fprintln(w, "  zpipes ratios: n/a (no successful zpipes run)")
 		}
 		for j, n := range names {
 			fmt.Fprintf(w, "  %-16s %8.3f  (of medians)\n", n, values[j])
