@@ -36,16 +36,47 @@ type JetStreamConfig struct {
 	// 3 if the cluster has at least three servers, else 1.
 	Replicas int
 	// AckWait is how long a reading broker that died keeps its messages
-	// before JetStream redelivers them; PinnedTTL how long its pin (and
-	// its lease on the pipe) lasts without a pull. PinnedTTL is longer,
-	// so the next reader comes once the dead broker's messages are due
-	// again, and gets them first, in order. Defaults 10 s and 12 s; tests
-	// shorten them.
+	// before JetStream redelivers them; PinnedTTL how long its pin lasts
+	// without a pull, and at least how long its lease on the pipe outlives
+	// it (see leaseTTL). PinnedTTL is longer, so the next reader comes once
+	// the dead broker's messages are due again, and gets them first, in
+	// order. Defaults 10 s and 12 s; tests shorten them.
 	AckWait   time.Duration
 	PinnedTTL time.Duration
 	// Linger is how long a broker keeps reading a pipe nobody reads
 	// through it any more, before it gives its window back. Default 1 s.
 	Linger time.Duration
+	// FailAfter is how long a read waits while every attempt to reach
+	// JetStream for it fails (NATS away, the stream gone) before it is
+	// answered ERROR. Default 10 s.
+	FailAfter time.Duration
+}
+
+// setDefaults fills in the zero fields.
+func (cfg *JetStreamConfig) setDefaults() {
+	if cfg.AckWait == 0 {
+		cfg.AckWait = 10 * time.Second
+	}
+	if cfg.PinnedTTL <= cfg.AckWait {
+		cfg.PinnedTTL = cfg.AckWait + cfg.AckWait/5
+	}
+	if cfg.Linger == 0 {
+		cfg.Linger = time.Second
+	}
+	if cfg.FailAfter == 0 {
+		cfg.FailAfter = jsOpTimeout
+	}
+}
+
+// tick is how often a reader looks at its pulls, pin and lease.
+func (cfg *JetStreamConfig) tick() time.Duration { return min(cfg.AckWait/3, cfg.Linger) }
+
+// leaseTTL is how long a lease lasts from its last renewal. Renewed every
+// PinnedTTL/3, a tick late at worst, it always has PinnedTTL left: a
+// broker that dies holds it that long, longer than AckWait, so that its
+// messages are due again before any other broker may read the pipe.
+func (cfg *JetStreamConfig) leaseTTL() time.Duration {
+	return cfg.PinnedTTL + cfg.PinnedTTL/3 + cfg.tick()
 }
 
 // IsJetStream reports whether a store names NATS servers rather than a
@@ -118,15 +149,7 @@ type jsEngine struct {
 // openJetStream connects to the servers and makes sure the stream and
 // the bucket exist.
 func openJetStream(urls string, cfg JetStreamConfig, log *slog.Logger) (*jsEngine, error) {
-	if cfg.AckWait == 0 {
-		cfg.AckWait = 10 * time.Second
-	}
-	if cfg.PinnedTTL <= cfg.AckWait {
-		cfg.PinnedTTL = cfg.AckWait + cfg.AckWait/5
-	}
-	if cfg.Linger == 0 {
-		cfg.Linger = time.Second
-	}
+	cfg.setDefaults()
 	id := make([]byte, 6)
 	rand.Read(id)
 	e := &jsEngine{

@@ -630,3 +630,46 @@ func TestJetStreamADeliveryThatNeverCameIsWaitedFor(t *testing.T) {
 		t.Fatalf("read after a lost delivery: %q, want 2 to 4", got)
 	}
 }
+
+// A read that cannot be served because every pull fails for good (here
+// the stream was deleted under the broker) is answered ERROR once it has
+// waited FailAfter, not left waiting for ever.
+func TestJetStreamReadFailsWhenPullsKeepFailing(t *testing.T) {
+	t.Parallel()
+	_, urls := startNATS(t, 1)
+	ctx := testCtx(t)
+	s := startJSBroker(t, urls, func(c *Config) { c.JetStream.FailAfter = 300 * time.Millisecond })
+	c := dialT(t, s)
+	mustOK(t, c.Open(ctx, "p")) // no write: a writer's end could not be stored either
+	nc, err := nats.Connect(urls)
+	mustOK(t, err)
+	defer nc.Close()
+	js, err := jetstream.New(nc)
+	mustOK(t, err)
+	mustOK(t, js.DeleteStream(ctx, jsStream)) // by an operator, or lost
+	got, err := readBatch(ctx, c, "p", 1)
+	if !errors.Is(err, ErrStore) {
+		t.Fatalf("READ with the stream gone: %q, %v; want ErrStore", got, err)
+	}
+	mustOK(t, c.Err()) // an ERROR reply: the connection goes on
+}
+
+// A broker that dies keeps its lease on reading a pipe until the messages
+// it held are due again (AckWait), however its death falls between two
+// renewals, so that no other broker reads later messages before them.
+func TestJetStreamLeaseOutlivesTheAckWait(t *testing.T) {
+	for _, cfg := range []JetStreamConfig{
+		{}, // the defaults
+		{AckWait: 2 * time.Second, PinnedTTL: 3 * time.Second, Linger: 200 * time.Millisecond}, // the tests'
+		{AckWait: 3 * time.Second, PinnedTTL: 3600 * time.Millisecond},
+		{AckWait: time.Minute, Linger: 5 * time.Second},
+	} {
+		cfg.setDefaults()
+		// Renewed every PinnedTTL/3, a tick late at worst, then dead.
+		left := cfg.leaseTTL() - cfg.PinnedTTL/3 - cfg.tick()
+		if left <= cfg.AckWait {
+			t.Errorf("AckWait %v, PinnedTTL %v: a dead broker's lease ends %v after its death, before its messages are due again",
+				cfg.AckWait, cfg.PinnedTTL, left)
+		}
+	}
+}

@@ -78,6 +78,7 @@ func (r *jsReader) want() {
 	r.fetching = true
 	r.fetchLeft = n
 	r.fetchStart = time.Now()
+	r.failing = time.Time{}
 }
 
 // jsPullRequest asks a consumer for messages (JetStream's
@@ -156,6 +157,11 @@ func (r *jsReader) finishFetch() {
 	}
 }
 
+// failed notes a failed attempt to pull, and tries again soon. A read that
+// has waited through nothing but failures for FailAfter (failures that
+// began before it came count from when it came) is answered ERROR:
+// the client is not left waiting on a store it cannot reach (NATS away,
+// the stream deleted, no permission).
 func (r *jsReader) failed(err error) {
 	if errors.Is(err, jetstream.ErrConsumerNotFound) {
 		r.cons = nil // the pipe was removed and made again: a new consumer
@@ -163,7 +169,21 @@ func (r *jsReader) failed(err error) {
 	if r.ctx.Err() == nil {
 		r.e.readFailed.event("pipe", abbrev([]byte(r.name)), "err", err)
 	}
+	if r.failing.IsZero() {
+		r.failing = time.Now()
+	}
+	if r.wait != nil && time.Since(later(r.failing, r.waitFrom)) >= r.e.cfg.FailAfter {
+		r.wait.answer <- errorReply(fmt.Errorf("%w: %v", ErrStore, err))
+		r.wait = nil
+	}
 	r.retry = time.After(200 * time.Millisecond) // back off, then again
+}
+
+func later(a, b time.Time) time.Time {
+	if a.After(b) {
+		return a
+	}
+	return b
 }
 
 // arrived takes in what the server sent for a pull: a message, or a

@@ -106,13 +106,14 @@ func (r *jsReader) unpin(ctx context.Context) {
 // reads a pipe only while it holds the pipe's lease, a key in the bucket
 // ("<pipe>.reader": the broker's id and when the lease ends), taken by
 // create or compare-and-set, renewed while it reads and deleted when it
-// stops; a broker that dies loses it when it ends (PinnedTTL, as the pin).
+// stops; a broker that dies loses it when it ends, PinnedTTL or a little
+// more after (leaseTTL), once what that broker held is due again.
 // A second reader on another broker is refused while the lease is held.
 
 func leaseKey(key string) string { return key + ".reader" }
 
 func (r *jsReader) leaseValue() []byte {
-	return []byte(r.e.id + " " + strconv.FormatInt(time.Now().Add(r.e.cfg.PinnedTTL).UnixNano(), 10))
+	return []byte(r.e.id + " " + strconv.FormatInt(time.Now().Add(r.e.cfg.leaseTTL()).UnixNano(), 10))
 }
 
 // claim takes the lease if nobody holds it, or if its holder let it end;

@@ -36,6 +36,7 @@ type jsReader struct {
 	last    map[string]uint64    // the sequence of each writer's last message
 
 	wait     *readerMsg             // the read waiting for chunks
+	waitFrom time.Time              // since when it waits
 	held     map[*jsConn]*heldItems // what each connection TOOK and has not ACKed
 	took     map[*jsConn]taken      // what each READ and MREAD took, which it may UNREAD
 	inflight int                    // chunks in read replies not yet written
@@ -57,6 +58,7 @@ type jsReader struct {
 	avgSize    int              // bytes of a message, a moving average
 	used       time.Time        // when a connection last read here
 	retry      <-chan time.Time // set after a failed fetch
+	failing    time.Time        // since when pulls fail, while they do
 	ctx        context.Context  // ends when the reader stops
 	stop       context.CancelFunc
 }
@@ -119,7 +121,7 @@ func newJSReader(e *jsEngine, name string) *jsReader {
 
 func (r *jsReader) loop() {
 	defer r.e.readerWG.Done()
-	tick := time.NewTicker(min(r.e.cfg.AckWait/3, r.e.cfg.Linger))
+	tick := time.NewTicker(r.e.cfg.tick())
 	defer tick.Stop()
 	for {
 		select {
@@ -201,7 +203,7 @@ func (r *jsReader) handle(m readerMsg) {
 					return
 				}
 			}
-			r.wait = &m
+			r.wait, r.waitFrom = &m, time.Now()
 		}
 	case ropCancel:
 		if r.wait != nil && r.wait.jc == m.jc {
