@@ -2,6 +2,7 @@ package broker
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -671,5 +672,62 @@ func TestJetStreamLeaseOutlivesTheAckWait(t *testing.T) {
 			t.Errorf("AckWait %v, PinnedTTL %v: a dead broker's lease ends %v after its death, before its messages are due again",
 				cfg.AckWait, cfg.PinnedTTL, left)
 		}
+	}
+}
+
+// A broker that stops with a batch partly consumed records which of its
+// chunks are gone, not how many: here the first five were taken and given
+// back (NACK), the last five taken by another connection and acknowledged.
+// The next reader reads the first five, and not the last five again.
+func TestJetStreamPartlyConsumedBatchGoesOnWithTheRightChunks(t *testing.T) {
+	t.Parallel()
+	_, urls := startNATS(t, 1)
+	ctx := testCtx(t)
+	a, b := startJSBroker(t, urls), startJSBroker(t, urls)
+	wc := dialT(t, b)
+	mustOK(t, wc.Open(ctx, "p"))
+	var chunks [][]byte
+	for _, s := range numbered(1, 10) {
+		chunks = append(chunks, []byte(s))
+	}
+	mustOK(t, wc.Write(ctx, "p", chunks...)) // one message
+	c1, c2 := dialT(t, a), dialT(t, a)
+	var t1, t2 []string
+	for len(t1) < 5 {
+		t1 = append(t1, takeN(t, c1, "p", 5-len(t1))...)
+	}
+	for len(t2) < 5 {
+		t2 = append(t2, takeN(t, c2, "p", 5-len(t2))...)
+	}
+	_, err := c2.do(ctx, CmdAck, []byte("p"), []byte("5"))
+	mustOK(t, err)
+	_, err = c1.do(ctx, CmdNack, []byte("p"))
+	mustOK(t, err)
+	mustOK(t, a.Close()) // gives the batch back with its progress
+	if got := readAll(t, wc, "p", 5); !slices.Equal(got, t1) {
+		t.Fatalf("took %v (given back) and %v (acknowledged) via A; read via B: %v", t1, t2, got)
+	}
+}
+
+// Progress is recorded as ranges of chunks consumed; a count, as brokers
+// before recorded it, still reads as that many first chunks.
+func TestJetStreamProgressRecords(t *testing.T) {
+	var gone bitset
+	for _, i := range []int{0, 1, 2, 5, 7, 8, 69} {
+		gone.add(i, 70)
+	}
+	rs := gone.ranges()
+	if want := [][2]int{{0, 3}, {5, 6}, {7, 9}, {69, 70}}; !slices.Equal(rs, want) {
+		t.Fatalf("ranges %v, want %v", rs, want)
+	}
+	b, err := json.Marshal(map[uint64][][2]int{7: rs})
+	mustOK(t, err)
+	got := decodeProgress(b)
+	if !slices.Equal(got[7], rs) || len(got) != 1 {
+		t.Fatalf("decoded %v from %s", got, b)
+	}
+	old := decodeProgress([]byte(`{"12":4,"13":[[1,2]]}`))
+	if !slices.Equal(old[12], [][2]int{{0, 4}}) || !slices.Equal(old[13], [][2]int{{1, 2}}) {
+		t.Fatalf("decoded %v", old)
 	}
 }

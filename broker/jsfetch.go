@@ -284,17 +284,26 @@ func (r *jsReader) fetched(m *nats.Msg, meta *nats.MsgMetadata) {
 		m.Term()
 		return
 	}
-	done := 0
+	jm := &jsMsg{m: m, seq: seq, base: r.nextID, total: len(chunks)}
 	if meta.NumDelivered > 1 {
-		done = r.consumedBefore(seq)
+		jm.gone = r.consumedBefore(seq, len(chunks))
 	}
-	if done >= len(chunks) {
+	if jm.gone != nil {
+		var kept [][]byte
+		for i, c := range chunks {
+			if !jm.gone.has(i) {
+				kept = append(kept, c)
+				jm.at = append(jm.at, uint32(i))
+			}
+		}
+		chunks = kept
+	}
+	if len(chunks) == 0 {
 		r.acked[seq] = time.Now()
 		m.Ack()
 		return
 	}
-	chunks = chunks[done:]
-	jm := &jsMsg{m: m, seq: seq, base: r.nextID, n: len(chunks), done: done, left: len(chunks)}
+	jm.n, jm.left = len(chunks), len(chunks)
 	r.win.enqueueChunks(wid, chunks, r.nextID)
 	r.nextID += uint64(len(chunks))
 	r.msgs = append(r.msgs, jm)
@@ -330,22 +339,51 @@ func (r *jsReader) inOrder(meta *nats.MsgMetadata) bool {
 
 // Progress of partly consumed messages. A message is one batch, acknowledged
 // whole; a broker that stops reading a pipe with a message partly consumed
-// records how many of its chunks are gone, so the next reader skips them.
+// records which of its chunks are gone, as ranges of their indices, so the
+// next reader skips them: not how many, since the chunks consumed need not
+// be the first (one connection's TAKE given back, another's acknowledged).
 
 func progressKey(key string) string { return key + ".progress" }
 
-func (r *jsReader) consumedBefore(seq uint64) int {
+// consumedBefore returns the chunks of message seq that a reader before
+// this one consumed, or nil.
+func (r *jsReader) consumedBefore(seq uint64, total int) bitset {
 	if !r.loaded {
 		r.loaded = true
 		ctx, cancel := context.WithTimeout(r.ctx, jsOpTimeout)
 		defer cancel()
 		if ent, err := r.e.kv.Get(ctx, progressKey(r.key)); err == nil {
-			json.Unmarshal(ent.Value(), &r.progress)
+			r.progress = decodeProgress(ent.Value())
 		}
 	}
-	n := r.progress[seq]
+	var gone bitset
+	for _, rg := range r.progress[seq] {
+		for i := max(rg[0], 0); i < min(rg[1], total); i++ {
+			gone.add(i, total)
+		}
+	}
 	delete(r.progress, seq)
-	return n
+	return gone
+}
+
+// decodeProgress reads the recorded progress: for each message, ranges of
+// chunks consumed, or (as brokers before this one recorded it) a count of
+// its first chunks consumed.
+func decodeProgress(b []byte) map[uint64][][2]int {
+	var raw map[uint64]json.RawMessage
+	json.Unmarshal(b, &raw)
+	progress := make(map[uint64][][2]int, len(raw))
+	for seq, v := range raw {
+		var n int
+		var rs [][2]int
+		switch {
+		case json.Unmarshal(v, &n) == nil:
+			progress[seq] = [][2]int{{0, n}}
+		case json.Unmarshal(v, &rs) == nil:
+			progress[seq] = rs
+		}
+	}
+	return progress
 }
 
 // Messages: a batch of chunks, each a uvarint length and its bytes. An

@@ -17,8 +17,8 @@ import (
 // reader across brokers, and giving back everything it held when it stops.
 
 // leave gives back every message held here, in stream order, so the next
-// reader, on any broker, gets them in order: it records the progress of
-// partly consumed ones, naks them all and unpins the consumer. Chunks that
+// reader, on any broker, gets them in order: it records which chunks of
+// partly consumed ones are gone, naks them all and unpins the consumer. Chunks that
 // an UNREAD put here, which belong to no message, are stored again at the
 // pipe's end.
 func (r *jsReader) leave() {
@@ -50,12 +50,12 @@ func (r *jsReader) leave() {
 		return
 	}
 	if r.progress == nil {
-		r.progress = make(map[uint64]int)
+		r.progress = make(map[uint64][][2]int)
 	}
 	partial := false
 	for _, m := range r.msgs {
-		if m.done > 0 {
-			r.progress[m.seq] = m.done
+		if m.gone != nil {
+			r.progress[m.seq] = m.gone.ranges()
 			partial = true
 		}
 	}

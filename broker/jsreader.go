@@ -41,11 +41,11 @@ type jsReader struct {
 	took     map[*jsConn]taken      // what each READ and MREAD took, which it may UNREAD
 	inflight int                    // chunks in read replies not yet written
 
-	progress   map[uint64]int // chunks consumed of partly consumed messages, as recorded
-	loaded     bool           // progress was read from the bucket
-	pinID      string         // JetStream's pin, once a fetch gave us one
-	leaseRev   uint64         // the revision of our reader's lease; 0: not ours
-	leaseAt    time.Time      // when it was last renewed
+	progress   map[uint64][][2]int // chunks consumed of partly consumed messages, as recorded
+	loaded     bool                // progress was read from the bucket
+	pinID      string              // JetStream's pin, once a fetch gave us one
+	leaseRev   uint64              // the revision of our reader's lease; 0: not ours
+	leaseAt    time.Time           // when it was last renewed
 	fetching   bool
 	fetchGen   uint64           // the pull in flight, or given up on
 	fetchLeft  int              // messages it may still bring
@@ -65,12 +65,41 @@ type jsReader struct {
 
 // jsMsg is a fetched message.
 type jsMsg struct {
-	m    *nats.Msg
-	seq  uint64
-	base uint64 // the id of its first chunk in the window
-	n    int    // its chunks (the window's share)
-	done int    // consumed before it was fetched (progress) and since
-	left int    // chunks not yet consumed
+	m     *nats.Msg
+	seq   uint64
+	base  uint64   // the id of its first chunk in the window
+	n     int      // its chunks in the window
+	left  int      // of those, not yet consumed
+	total int      // its chunks, in the window or not
+	at    []uint32 // each window chunk's index in the message; nil: the same
+	gone  bitset   // the message's chunks consumed: before it was fetched (progress) and since
+}
+
+// bitset is a set of chunk indices.
+type bitset []uint64
+
+func (b *bitset) add(i, size int) {
+	if *b == nil {
+		*b = make(bitset, (size+63)/64)
+	}
+	(*b)[i/64] |= 1 << (i % 64)
+}
+
+func (b bitset) has(i int) bool { return i/64 < len(b) && b[i/64]&(1<<(i%64)) != 0 }
+
+// ranges lists the set as [from, to) ranges, in order.
+func (b bitset) ranges() [][2]int {
+	var rs [][2]int
+	for i := range len(b) * 64 {
+		switch {
+		case !b.has(i):
+		case len(rs) > 0 && rs[len(rs)-1][1] == i:
+			rs[len(rs)-1][1]++
+		default:
+			rs = append(rs, [2]int{i, i + 1})
+		}
+	}
+	return rs
 }
 
 type readerOp int
@@ -331,7 +360,11 @@ func (r *jsReader) consume(items []item) {
 				continue
 			}
 		}
-		m.done++
+		i := int(it.id - m.base)
+		if m.at != nil {
+			i = int(m.at[i])
+		}
+		m.gone.add(i, m.total)
 		if m.left--; m.left == 0 {
 			r.ack(m)
 			m = nil
