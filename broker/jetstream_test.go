@@ -731,3 +731,47 @@ func TestJetStreamProgressRecords(t *testing.T) {
 		t.Fatalf("decoded %v", old)
 	}
 }
+
+// A writer's end stays in the window until the writer's chunks before it
+// are consumed, and goes back with them: writers that wrote one after the
+// other are read one after the other across a handover too.
+func TestJetStreamWritersInTurnAcrossAHandover(t *testing.T) {
+	t.Parallel()
+	_, urls := startNATS(t, 1)
+	ctx := testCtx(t)
+	b := startJSBroker(t, urls)
+	a := startJSBroker(t, urls)
+	keep := dialT(t, b)
+	mustOK(t, keep.Open(ctx, "p"))
+	for i := range 2 {
+		w := dialT(t, b)
+		mustOK(t, w.Open(ctx, "p"))
+		var chunks [][]byte
+		for _, s := range numbered(100*i+1, 100*i+100) {
+			chunks = append(chunks, []byte(s))
+		}
+		mustOK(t, w.Write(ctx, "p", chunks...))
+		mustOK(t, w.ClosePipe(ctx, "p")) // its end stored
+	}
+	ra := dialT(t, a)
+	took := takeN(t, ra, "p", 1)
+	for len(took) < 1 {
+		took = append(took, takeN(t, ra, "p", 1)...)
+	}
+	_, err := ra.do(ctx, CmdAck, []byte("p"), []byte("1"))
+	mustOK(t, err)
+	mustOK(t, a.Close()) // gives the window back, the first writer's end in it
+	got := append(took, takeN(t, keep, "p", 1)...)
+	// Time for the rest of what A gave back, and the second writer's
+	// chunks, to reach B's window: the order must hold whether or not
+	// they have.
+	time.Sleep(500 * time.Millisecond)
+	for len(got) < 200 {
+		got = append(got, takeN(t, keep, "p", 1)...)
+		_, err := keep.do(ctx, CmdAck, []byte("p"), []byte("1"))
+		mustOK(t, err)
+	}
+	if !slices.Equal(got, numbered(1, 200)) {
+		t.Fatalf("two writers one after the other, read across a handover: %v", got[:min(12, len(got))])
+	}
+}

@@ -274,8 +274,9 @@ func (r *jsReader) fetched(m *nats.Msg, meta *nats.MsgMetadata) {
 	r.avgSize += (len(data) - r.avgSize) / 8
 	if strings.HasPrefix(m.Subject, jsEnds) {
 		r.win.finish(wid)
-		r.acked[seq] = time.Now()
-		m.Ack()
+		r.ends = append(r.ends, &jsMsg{m: m, seq: seq, token: token})
+		r.seqs[seq] = true
+		r.ackEnds()
 		return
 	}
 	chunks, err := decodeChunks(data)
@@ -284,7 +285,7 @@ func (r *jsReader) fetched(m *nats.Msg, meta *nats.MsgMetadata) {
 		m.Term()
 		return
 	}
-	jm := &jsMsg{m: m, seq: seq, base: r.nextID, total: len(chunks)}
+	jm := &jsMsg{m: m, seq: seq, token: token, base: r.nextID, total: len(chunks)}
 	if meta.NumDelivered > 1 {
 		jm.gone = r.consumedBefore(seq, len(chunks))
 	}

@@ -42,7 +42,7 @@ func (r *jsReader) leave() {
 		}
 	}
 	defer r.release(ctx)
-	if len(r.msgs) == 0 {
+	if len(r.msgs) == 0 && len(r.ends) == 0 {
 		r.unpin(ctx)
 		// The last reader of a closed pipe removes it once drained.
 		r.release(ctx)
@@ -65,13 +65,15 @@ func (r *jsReader) leave() {
 			r.e.log.Warn("jetstream: the progress of a partly read batch was not recorded: its chunks already read will be read again", "pipe", abbrev([]byte(r.name)), "err", err)
 		}
 	}
-	slices.SortFunc(r.msgs, func(a, b *jsMsg) int { return cmp.Compare(a.seq, b.seq) })
-	for _, m := range r.msgs {
+	// Writers' ends go back too, each behind its writer's chunks.
+	held := append(r.msgs, r.ends...)
+	slices.SortFunc(held, func(a, b *jsMsg) int { return cmp.Compare(a.seq, b.seq) })
+	for _, m := range held {
 		if err := m.m.Nak(); err != nil {
 			r.e.log.Warn("jetstream: giving back a message failed; JetStream redelivers it after the ack wait", "pipe", abbrev([]byte(r.name)), "seq", m.seq, "err", err)
 		}
 	}
-	r.msgs = nil
+	r.msgs, r.ends = nil, nil
 	// The naks are on the wire before the unpin's request, on the same
 	// connection, so the next reader sees them in order.
 	r.unpin(ctx)
@@ -80,7 +82,7 @@ func (r *jsReader) leave() {
 // reset empties the window, after leave.
 func (r *jsReader) reset() {
 	r.win = newPipe(r.name)
-	r.msgs = nil
+	r.msgs, r.ends = nil, nil
 	clear(r.seqs)
 	clear(r.writers)
 	clear(r.last)

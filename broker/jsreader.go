@@ -29,6 +29,7 @@ type jsReader struct {
 
 	win     *pipe                // chunks fetched and not taken, in fair order
 	msgs    []*jsMsg             // messages fetched and not acknowledged, by base
+	ends    []*jsMsg             // writers' ends fetched, each acknowledged once its writer's messages before it are
 	seqs    map[uint64]bool      // their stream sequences
 	acked   map[uint64]time.Time // sequences acknowledged lately, and when
 	nextID  uint64               // the id of the next chunk fetched
@@ -67,6 +68,7 @@ type jsReader struct {
 type jsMsg struct {
 	m     *nats.Msg
 	seq   uint64
+	token string   // its writer's
 	base  uint64   // the id of its first chunk in the window
 	n     int      // its chunks in the window
 	left  int      // of those, not yet consumed
@@ -392,12 +394,36 @@ func (r *jsReader) ack(m *jsMsg) {
 	if i := slices.Index(r.msgs, m); i >= 0 {
 		r.msgs = slices.Delete(r.msgs, i, i+1)
 	}
+	r.ackEnds()
+}
+
+// ackEnds acknowledges each writer's end held here whose writer has no
+// message before it left unconsumed. Until then the end stays in the
+// window: given back with the writer's chunks, it goes with them to the
+// next reader, so that the writer after it is still read after it.
+func (r *jsReader) ackEnds() {
+	r.ends = slices.DeleteFunc(r.ends, func(end *jsMsg) bool {
+		for _, m := range r.msgs {
+			if m.token == end.token && m.seq < end.seq {
+				return false
+			}
+		}
+		if err := end.m.Ack(); err != nil {
+			r.e.log.Warn("jetstream: acknowledging a writer's end failed; it will be read again", "pipe", abbrev([]byte(r.name)), "seq", end.seq, "err", err)
+		}
+		delete(r.seqs, end.seq)
+		r.acked[end.seq] = time.Now()
+		return true
+	})
 }
 
 // keepAlive tells JetStream the messages held here are still being worked
 // on, so it does not redeliver them while this broker lives.
 func (r *jsReader) keepAlive() {
 	for _, m := range r.msgs {
+		m.m.InProgress()
+	}
+	for _, m := range r.ends {
 		m.m.InProgress()
 	}
 	// A message acknowledged as JetStream sent it again (its ack wait
