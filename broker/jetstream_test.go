@@ -775,3 +775,26 @@ func TestJetStreamWritersInTurnAcrossAHandover(t *testing.T) {
 		t.Fatalf("two writers one after the other, read across a handover: %v", got[:min(12, len(got))])
 	}
 }
+
+// A read that waits while a pull brings its messages (more said to follow)
+// is answered with what came when the pull is given up on: the rest may
+// never come (the NATS connection dropped).
+func TestJetStreamWaitingReadServedWhenTheRestOfAPullNeverComes(t *testing.T) {
+	e := &jsEngine{cfg: JetStreamConfig{AckWait: 2 * time.Second, PinnedTTL: 3 * time.Second, Linger: time.Second},
+		log: quietLogger(t)}
+	e.readFailed = newLimitedLog(e.log, slog.LevelWarn, "x", time.Second)
+	defer e.readFailed.close()
+	r := newJSReader(e, "p")
+	r.leaseRev, r.fetching, r.fetchLeft, r.fetchStart = 1, true, 10, time.Now().Add(-time.Minute)
+	ans := make(chan reply, 1)
+	r.handle(readerMsg{op: ropRead, jc: &jsConn{}, req: &Request{Cmd: CmdMRead, Max: 10}, answer: ans})
+	m := &nats.Msg{Subject: jsSubjects + r.key + ".w1", Data: appendChunk(nil, []byte("a")), Header: nats.Header{}, Sub: &nats.Subscription{},
+		Reply: fmt.Sprintf("$JS.ACK.%s.p-%s.1.1.1.%d.5", jsStream, r.key, time.Now().UnixNano())}
+	r.handle(readerMsg{op: ropArrived, msg: m})
+	r.abandon() // the pull went on too long (its rest was lost)
+	select {
+	case <-ans:
+	default:
+		t.Fatalf("a read waits with %d chunks in the window (fetching %v)", r.win.chunks, r.fetching)
+	}
+}

@@ -137,6 +137,10 @@ func (r *jsReader) abandon() {
 	if r.fetching && time.Since(r.fetchStart) > jsFetchWait+jsFetchGrace {
 		r.e.readFailed.event("pipe", abbrev([]byte(r.name)), "err", "a pull did not end; starting another")
 		r.fetching = false
+		// The rest of its messages, if a read waits for them, may never
+		// come: the read takes what the window has.
+		r.moreComing = false
+		r.serveWaiting()
 	}
 }
 
