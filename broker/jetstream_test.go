@@ -798,3 +798,34 @@ func TestJetStreamWaitingReadServedWhenTheRestOfAPullNeverComes(t *testing.T) {
 		t.Fatalf("a read waits with %d chunks in the window (fetching %v)", r.win.chunks, r.fetching)
 	}
 }
+
+// A CLOSE by a writer whose end cannot be stored (here the stream is gone,
+// the bucket of open counts is not) is answered ERROR and changes nothing,
+// so that it can be sent again. Answered OK, it would let a writer after
+// it be read alongside it.
+func TestJetStreamCloseFailsWhenTheWritersEndIsNotStored(t *testing.T) {
+	t.Parallel()
+	_, urls := startNATS(t, 1)
+	ctx := testCtx(t)
+	s := startJSBroker(t, urls)
+	c := dialT(t, s)
+	mustOK(t, c.Open(ctx, "p"))
+	mustOK(t, c.Write(ctx, "p", []byte("1")))
+	nc, err := nats.Connect(urls)
+	mustOK(t, err)
+	defer nc.Close()
+	js, err := jetstream.New(nc)
+	mustOK(t, err)
+	mustOK(t, js.DeleteStream(ctx, jsStream))
+	if err := c.ClosePipe(ctx, "p"); !errors.Is(err, ErrStore) {
+		t.Fatalf("CLOSE whose writer's end cannot be stored: %v, want ErrStore", err)
+	}
+	// Read from the bucket (ls would count chunks in the stream too).
+	ent, err := s.eng.kv.Get(ctx, pipeKey("p"))
+	mustOK(t, err)
+	var rec jsPipeRecord
+	mustOK(t, json.Unmarshal(ent.Value(), &rec))
+	if rec.Opens != 1 {
+		t.Fatalf("after the failed CLOSE the pipe is open %d times, want 1", rec.Opens)
+	}
+}

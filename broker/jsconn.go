@@ -191,8 +191,18 @@ func cmpErr(err, otherwise error) error {
 
 // closePipe ends one of the connection's opens (its own HOLD first) and,
 // if it wrote, its turn as a writer.
+//
+// The end is stored first: a CLOSE answered OK has no gap after which a
+// later writer could be read alongside this one, and one answered ERROR
+// changed nothing, so it can be sent again.
 func (jc *jsConn) closePipe(ctx context.Context, req *Request) reply {
 	name := req.Pipe
+	if jc.writes[name] {
+		if err := jc.publishEnd(ctx, name); err != nil {
+			return jc.fail(req, fmt.Errorf("%w: the writer's end: %v", ErrStore, err))
+		}
+		delete(jc.writes, name)
+	}
 	opens, err := jc.e.addOpens(ctx, name, -1, false)
 	if err != nil {
 		return jc.fail(req, err)
@@ -202,12 +212,6 @@ func (jc *jsConn) closePipe(ctx context.Context, req *Request) reply {
 		jc.holds[name]--
 	case jc.opened[name] > 0:
 		jc.opened[name]--
-	}
-	if jc.writes[name] {
-		delete(jc.writes, name)
-		if err := jc.publishEnd(ctx, name); err != nil {
-			jc.e.log.Warn("jetstream: a writer's end was not stored: a writer after it may be read alongside it", "pipe", abbrev([]byte(name)), "err", err)
-		}
 	}
 	if opens == 0 {
 		jc.e.removeIfUnused(ctx, name)

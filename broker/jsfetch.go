@@ -259,7 +259,8 @@ func (r *jsReader) fetched(m *nats.Msg, meta *nats.MsgMetadata) {
 		return // redelivered while held here
 	}
 	if _, ok := r.acked[seq]; ok {
-		return // redelivered as it was acknowledged
+		m.Ack() // redelivered as it was acknowledged, or the ack was lost
+		return
 	}
 	if pin := m.Header.Get("Nats-Pin-Id"); pin != "" {
 		r.pinID = pin
