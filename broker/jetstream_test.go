@@ -829,3 +829,41 @@ func TestJetStreamCloseFailsWhenTheWritersEndIsNotStored(t *testing.T) {
 		t.Fatalf("after the failed CLOSE the pipe is open %d times, want 1", rec.Opens)
 	}
 }
+
+// Once a write of a connection failed to be stored, its later writes to
+// that pipe fail too, even when JetStream would take them: stored, they
+// would be read after a hole in its stream, as if nothing were missing.
+func TestJetStreamWritesAfterAFailedWriteFail(t *testing.T) {
+	t.Parallel()
+	_, urls := startNATS(t, 1)
+	ctx := testCtx(t)
+	s := startJSBroker(t, urls)
+	c := dialT(t, s)
+	mustOK(t, c.Open(ctx, "p"))
+	mustOK(t, c.Write(ctx, "p", []byte("1")))
+	nc, err := nats.Connect(urls)
+	mustOK(t, err)
+	defer nc.Close()
+	js, err := jetstream.New(nc)
+	mustOK(t, err)
+	st, err := js.Stream(ctx, jsStream)
+	mustOK(t, err)
+	full := st.CachedInfo().Config
+	full.MaxMsgSize = 1 // the stream refuses every chunk
+	_, err = js.UpdateStream(ctx, full)
+	mustOK(t, err)
+	if err := c.Write(ctx, "p", []byte("2")); !errors.Is(err, ErrStore) {
+		t.Fatalf("a write the stream refuses: %v, want ErrStore", err)
+	}
+	full.MaxMsgSize = -1
+	_, err = js.UpdateStream(ctx, full)
+	mustOK(t, err)
+	if err := c.Write(ctx, "p", []byte("3")); !errors.Is(err, ErrStore) {
+		t.Fatalf("a write after a failed one: %v, want ErrStore", err)
+	}
+	w := dialT(t, s) // another connection writes on
+	mustOK(t, w.Write(ctx, "p", []byte("4")))
+	if got := readAll(t, w, "p", 2); !slices.Equal(got, []string{"1", "4"}) {
+		t.Fatalf("read %q, want [1 4]", got)
+	}
+}

@@ -27,6 +27,7 @@ type jsConn struct {
 
 	writer map[string]string // pipe -> "<pipe key>.<this writer>", its subjects' end
 	writes map[string]bool   // pipes written since this connection last CLOSEd them
+	broken map[string]error  // pipes a write of this connection failed to store
 	opened map[string]int    // its OPENs not yet CLOSEd: pipes that surely exist
 	holds  map[string]int    // its HOLDs, which end with it
 	reads  map[string]bool   // pipes it read, whose readers must know when it goes
@@ -41,6 +42,7 @@ func newJSConn(e *jsEngine, c *conn) *jsConn {
 		gone:   make(chan struct{}),
 		writer: make(map[string]string),
 		writes: make(map[string]bool),
+		broken: make(map[string]error),
 		opened: make(map[string]int),
 		holds:  make(map[string]int),
 		reads:  make(map[string]bool),
@@ -280,6 +282,14 @@ func (jc *jsConn) write(t *task) {
 		jc.queue[0] = nil
 		jc.queue = jc.queue[1:]
 	}
+	if err := jc.broken[name]; err != nil {
+		// Its stream has a hole: whatever it writes after it would be
+		// read after the hole, with nothing to say so.
+		for _, w := range batch {
+			jc.reply(w, jc.fail(&w.req, fmt.Errorf("%w: an earlier write of this connection to the pipe failed (%v); connect again to write more", ErrStore, err)))
+		}
+		return
+	}
 	ctx, cancel := context.WithTimeout(jc.e.ctx, jsPublishRetry+jsOpTimeout)
 	defer cancel()
 	if jc.opened[name] == 0 && jc.holds[name] == 0 {
@@ -305,6 +315,9 @@ func (jc *jsConn) write(t *task) {
 			return nil
 		}
 		err := jc.publish(ctx, name, msg)
+		if err != nil {
+			jc.broken[name] = err
+		}
 		msg = msg[:0]
 		for ; answered < upto; answered++ {
 			w := batch[answered]
