@@ -362,8 +362,11 @@ func (e *jsEngine) handle(ev event) {
 	}
 }
 
-// shutdown stops every connection's worker and every reader (which give
-// their windows back), then closes the NATS connection.
+// shutdown stops every connection's worker, lets the connections' writers
+// send their last replies, then stops every reader (which give their
+// windows back) and closes the NATS connection. The readers learn which
+// of their chunks those last replies delivered before they give anything
+// back: a chunk a client had is not read again by the next reader.
 func (e *jsEngine) shutdown() {
 	e.stop()
 	for id, jc := range e.conns {
@@ -371,6 +374,29 @@ func (e *jsEngine) shutdown() {
 		delete(e.conns, id)
 	}
 	e.connWG.Wait()
+	// A connection's writer ends within drainTimeout, and leaves the
+	// server's set of sockets then, which no socket joins once the broker
+	// stops. The bound is for the unforeseen (a handshake under way).
+	limit := time.After(4 * drainTimeout)
+	tick := time.NewTicker(10 * time.Millisecond)
+	defer tick.Stop()
+	for waiting := true; waiting; {
+		select {
+		case ev := <-e.s.events:
+			switch {
+			case ev.up: // a connection that came as the broker stopped
+				ev.conn.w.close()
+				ev.conn.out.shutdown()
+			case ev.delivered != nil || ev.returned != nil:
+				e.handle(ev)
+			}
+		case <-tick.C:
+			waiting = e.s.conns() > 0
+		case <-limit:
+			e.log.Debug("jetstream: connections still open at shutdown; what they deliver now may be read again")
+			waiting = false
+		}
+	}
 	close(e.readersQuit)
 	e.readerWG.Wait()
 	e.close()

@@ -867,3 +867,81 @@ func TestJetStreamWritesAfterAFailedWriteFail(t *testing.T) {
 		t.Fatalf("read %q, want [1 4]", got)
 	}
 }
+
+// A broker that stops while a client reads (MREADs in flight) lets its
+// connections send their last replies, and its readers learn which chunks
+// those delivered, before they give their windows back: the next reader,
+// on another broker, reads each chunk the client did not get, and none
+// that it got.
+func TestJetStreamReadRepliesAtShutdownAreNotReadAgain(t *testing.T) {
+	t.Parallel()
+	_, urls := startNATS(t, 1)
+	ctx := testCtx(t)
+	a, b := startJSBroker(t, urls), startJSBroker(t, urls)
+	wc := dialT(t, b)
+	mustOK(t, wc.Open(ctx, "p"))
+	const n = 20000
+	for i := 0; i < n; i += 500 {
+		var chunks [][]byte
+		for _, s := range numbered(i+1, i+500) {
+			chunks = append(chunks, []byte(s))
+		}
+		mustOK(t, wc.Write(ctx, "p", chunks...))
+	}
+	rc := dialT(t, a)
+	seen := map[string]int{}
+	var inflight []*call
+	closed := false
+	aDone := make(chan struct{})
+	for {
+		for len(inflight) < 8 && !closed {
+			inflight = append(inflight, rc.async(CmdMRead, []byte("p"), []byte("7")))
+		}
+		if len(inflight) == 0 {
+			break
+		}
+		k := inflight[0]
+		inflight = inflight[1:]
+		select {
+		case <-k.done:
+		case <-time.After(5 * time.Second):
+			t.Fatal("a read at shutdown was not answered")
+		}
+		if k.err == nil {
+			for _, c := range k.reply {
+				seen[string(c)]++
+			}
+		}
+		if !closed && len(seen) >= 3000 {
+			closed = true
+			go func() { a.Close(); close(aDone) }()
+		}
+	}
+	fromA := len(seen)
+	<-aDone
+	rb := dialT(t, b)
+	for {
+		rctx, cancel := context.WithTimeout(ctx, 3*time.Second)
+		got, err := readBatch(rctx, rb, "p", 1000)
+		cancel()
+		if err != nil {
+			t.Logf("read via B: %v", err)
+			break
+		}
+		for _, c := range got {
+			seen[string(c)]++
+		}
+	}
+	var dup []string
+	for _, s := range numbered(1, n) {
+		if seen[s] > 1 {
+			dup = append(dup, s)
+		}
+		if seen[s] == 0 {
+			t.Errorf("chunk %s never read", s)
+		}
+	}
+	if len(dup) > 0 {
+		t.Fatalf("read via A (%d), then via B: %d chunks read twice, e.g. %v", fromA, len(dup), dup[:min(5, len(dup))])
+	}
+}

@@ -187,7 +187,10 @@ func (r *jsReader) loop() {
 			r.finishFetch()
 			r.box.closeIfEmpty()
 			for _, m := range r.box.take() {
-				if m.answer != nil {
+				switch {
+				case m.op == ropDelivered || m.op == ropReturned:
+					r.handle(m) // before anything goes back
+				case m.answer != nil:
 					m.answer <- errorReply(ErrShutdown)
 				}
 			}
