@@ -598,11 +598,7 @@ func TestJetStreamADeliveryThatNeverCameIsWaitedFor(t *testing.T) {
 	}
 	// Holding "1", the reader stays and keeps its pin; once no pull of
 	// its waits, "2" goes to whoever pulls with that pin.
-	nc, err := nats.Connect(urls)
-	mustOK(t, err)
-	defer nc.Close()
-	js, err := jetstream.New(nc)
-	mustOK(t, err)
+	js := jsAdmin(t, urls)
 	cons, err := js.Consumer(ctx, jsStream, "p-"+pipeKey("p"))
 	mustOK(t, err)
 	var pin string
@@ -618,7 +614,7 @@ func TestJetStreamADeliveryThatNeverCameIsWaitedFor(t *testing.T) {
 	}
 	mustOK(t, wc.Write(ctx, "p", []byte("2")))
 	req := fmt.Sprintf(`{"batch":1,"expires":%d,"group":%q,"id":%q}`, 5*time.Second, jsGroup, pin)
-	stolen, err := nc.RequestWithContext(ctx, "$JS.API.CONSUMER.MSG.NEXT."+jsStream+".p-"+pipeKey("p"), []byte(req))
+	stolen, err := js.Conn().RequestWithContext(ctx, "$JS.API.CONSUMER.MSG.NEXT."+jsStream+".p-"+pipeKey("p"), []byte(req))
 	mustOK(t, err)
 	if c, err := decodeChunks(stolen.Data); err != nil || len(c) != 1 || string(c[0]) != "2" {
 		t.Fatalf("the delivery taken from the reader: %q %v %q", stolen.Data, err, stolen.Header)
@@ -642,11 +638,7 @@ func TestJetStreamReadFailsWhenPullsKeepFailing(t *testing.T) {
 	s := startJSBroker(t, urls, func(c *Config) { c.JetStream.FailAfter = 300 * time.Millisecond })
 	c := dialT(t, s)
 	mustOK(t, c.Open(ctx, "p")) // no write: a writer's end could not be stored either
-	nc, err := nats.Connect(urls)
-	mustOK(t, err)
-	defer nc.Close()
-	js, err := jetstream.New(nc)
-	mustOK(t, err)
+	js := jsAdmin(t, urls)
 	mustOK(t, js.DeleteStream(ctx, jsStream)) // by an operator, or lost
 	got, err := readBatch(ctx, c, "p", 1)
 	if !errors.Is(err, ErrStore) {
@@ -805,17 +797,8 @@ func TestJetStreamWaitingReadServedWhenTheRestOfAPullNeverComes(t *testing.T) {
 // it be read alongside it.
 func TestJetStreamCloseFailsWhenTheWritersEndIsNotStored(t *testing.T) {
 	t.Parallel()
-	_, urls := startNATS(t, 1)
+	s, c, js := startJSWriter(t)
 	ctx := testCtx(t)
-	s := startJSBroker(t, urls)
-	c := dialT(t, s)
-	mustOK(t, c.Open(ctx, "p"))
-	mustOK(t, c.Write(ctx, "p", []byte("1")))
-	nc, err := nats.Connect(urls)
-	mustOK(t, err)
-	defer nc.Close()
-	js, err := jetstream.New(nc)
-	mustOK(t, err)
 	mustOK(t, js.DeleteStream(ctx, jsStream))
 	if err := c.ClosePipe(ctx, "p"); !errors.Is(err, ErrStore) {
 		t.Fatalf("CLOSE whose writer's end cannot be stored: %v, want ErrStore", err)
@@ -835,17 +818,8 @@ func TestJetStreamCloseFailsWhenTheWritersEndIsNotStored(t *testing.T) {
 // would be read after a hole in its stream, as if nothing were missing.
 func TestJetStreamWritesAfterAFailedWriteFail(t *testing.T) {
 	t.Parallel()
-	_, urls := startNATS(t, 1)
+	s, c, js := startJSWriter(t)
 	ctx := testCtx(t)
-	s := startJSBroker(t, urls)
-	c := dialT(t, s)
-	mustOK(t, c.Open(ctx, "p"))
-	mustOK(t, c.Write(ctx, "p", []byte("1")))
-	nc, err := nats.Connect(urls)
-	mustOK(t, err)
-	defer nc.Close()
-	js, err := jetstream.New(nc)
-	mustOK(t, err)
 	st, err := js.Stream(ctx, jsStream)
 	mustOK(t, err)
 	full := st.CachedInfo().Config
@@ -944,4 +918,30 @@ func TestJetStreamReadRepliesAtShutdownAreNotReadAgain(t *testing.T) {
 	if len(dup) > 0 {
 		t.Fatalf("read via A (%d), then via B: %d chunks read twice, e.g. %v", fromA, len(dup), dup[:min(5, len(dup))])
 	}
+}
+
+// jsAdmin is a JetStream client of the test's own, to do to the stream
+// what an operator (or a failure) would, under the brokers.
+func jsAdmin(t *testing.T, urls string) jetstream.JetStream {
+	t.Helper()
+	nc, err := nats.Connect(urls)
+	mustOK(t, err)
+	t.Cleanup(nc.Close)
+	js, err := jetstream.New(nc)
+	mustOK(t, err)
+	return js
+}
+
+// startJSWriter starts one NATS server, a broker on it and a client of it
+// that has opened pipe p and written "1" there; js is the test's own
+// JetStream client.
+func startJSWriter(t *testing.T) (*Server, *Client, jetstream.JetStream) {
+	t.Helper()
+	_, urls := startNATS(t, 1)
+	s := startJSBroker(t, urls)
+	c := dialT(t, s)
+	ctx := testCtx(t)
+	mustOK(t, c.Open(ctx, "p"))
+	mustOK(t, c.Write(ctx, "p", []byte("1")))
+	return s, c, jsAdmin(t, urls)
 }
