@@ -281,7 +281,7 @@ func (r *jsReader) fetched(m *nats.Msg, meta *nats.MsgMetadata) {
 		r.win.finish(wid)
 		r.ends = append(r.ends, &jsMsg{m: m, seq: seq, token: token})
 		r.seqs[seq] = true
-		r.ackEnds()
+		r.ackEnds(token)
 		return
 	}
 	chunks, err := decodeChunks(data)

@@ -18,9 +18,9 @@ import (
 
 // leave gives back every message held here, in stream order, so the next
 // reader, on any broker, gets them in order: it records which chunks of
-// partly consumed ones are gone, naks them all and unpins the consumer. Chunks that
-// an UNREAD put here, which belong to no message, are stored again at the
-// pipe's end.
+// partly consumed ones are gone, naks them all and unpins the consumer.
+// Chunks that an UNREAD put here, which belong to no message, are stored
+// again at the pipe's end.
 func (r *jsReader) leave() {
 	defer r.reset()
 	ctx, cancel := context.WithTimeout(context.Background(), jsOpTimeout)

@@ -397,15 +397,20 @@ func (r *jsReader) ack(m *jsMsg) {
 	if i := slices.Index(r.msgs, m); i >= 0 {
 		r.msgs = slices.Delete(r.msgs, i, i+1)
 	}
-	r.ackEnds()
+	if len(r.ends) > 0 {
+		r.ackEnds(m.token)
+	}
 }
 
-// ackEnds acknowledges each writer's end held here whose writer has no
-// message before it left unconsumed. Until then the end stays in the
-// window: given back with the writer's chunks, it goes with them to the
-// next reader, so that the writer after it is still read after it.
-func (r *jsReader) ackEnds() {
+// ackEnds acknowledges each end of writer token held here that has no
+// message of its writer before it left unconsumed. Until then the end stays
+// in the window: given back with the writer's chunks, it goes with them to
+// the next reader, so that the writer after it is still read after it.
+func (r *jsReader) ackEnds(token string) {
 	r.ends = slices.DeleteFunc(r.ends, func(end *jsMsg) bool {
+		if end.token != token {
+			return false
+		}
 		for _, m := range r.msgs {
 			if m.token == end.token && m.seq < end.seq {
 				return false
