@@ -945,3 +945,30 @@ func startJSWriter(t *testing.T) (*Server, *Client, jetstream.JetStream) {
 	mustOK(t, c.Write(ctx, "p", []byte("1")))
 	return s, c, jsAdmin(t, urls)
 }
+
+// A reader that stops takes into its window what its pulls brought just
+// before (so that leave gives it back in order with the rest), answers
+// the requests still in its mailbox, and closes the mailbox.
+func TestJetStreamReaderStoppingTakesInWhatCame(t *testing.T) {
+	e := &jsEngine{cfg: JetStreamConfig{AckWait: 2 * time.Second, PinnedTTL: 3 * time.Second, Linger: time.Second},
+		log: quietLogger(t)}
+	e.readFailed = newLimitedLog(e.log, slog.LevelWarn, "x", time.Second)
+	defer e.readFailed.close()
+	r := newJSReader(e, "p")
+	r.leaseRev, r.fetching, r.fetchLeft, r.fetchStart = 1, true, 10, time.Now()
+	m := &nats.Msg{Subject: jsSubjects + r.key + ".w1", Data: appendChunk(nil, []byte("a")), Header: nats.Header{}, Sub: &nats.Subscription{},
+		Reply: fmt.Sprintf("$JS.ACK.%s.p-%s.1.1.1.%d.5", jsStream, r.key, time.Now().UnixNano())}
+	ans := make(chan reply, 1)
+	r.box.put(readerMsg{op: ropArrived, msg: m})
+	r.box.put(readerMsg{op: ropAck, jc: &jsConn{}, n: 1, answer: ans})
+	r.drainAtStop()
+	if len(r.msgs) != 1 || r.msgs[0].m != m {
+		t.Fatalf("the message that came as the reader stopped is not in its window: %d messages", len(r.msgs))
+	}
+	if rep := <-ans; len(rep.frames) == 0 || string(rep.frames[0]) != "ERROR" {
+		t.Fatalf("a request in the mailbox of a stopping reader: %q", rep.frames)
+	}
+	if r.box.put(readerMsg{op: ropProbe}) {
+		t.Fatal("the mailbox of a stopped reader takes more")
+	}
+}

@@ -185,19 +185,29 @@ func (r *jsReader) loop() {
 			}
 		case <-r.e.readersQuit:
 			r.finishFetch()
-			r.box.closeIfEmpty()
-			for _, m := range r.box.take() {
-				switch {
-				case m.op == ropDelivered || m.op == ropReturned:
-					r.handle(m) // before anything goes back
-				case m.answer != nil:
-					m.answer <- errorReply(ErrShutdown)
-				}
-			}
+			r.drainAtStop()
 			r.leave()
 			r.unsubscribe()
 			r.stop()
 			return
+		}
+	}
+}
+
+// drainAtStop empties the mailbox and closes it, as the reader stops:
+// replies delivered or returned are accounted for and messages a pull
+// brought are taken into the window, before leave gives the window back
+// in order; requests are answered that the broker is stopping. Whatever
+// comes once the mailbox is closed is nak'd where it arrives.
+func (r *jsReader) drainAtStop() {
+	for !r.box.closeIfEmpty() {
+		for _, m := range r.box.take() {
+			switch {
+			case m.op == ropDelivered || m.op == ropReturned || m.op == ropArrived:
+				r.handle(m)
+			case m.answer != nil:
+				m.answer <- errorReply(ErrShutdown)
+			}
 		}
 	}
 }
