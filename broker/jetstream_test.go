@@ -772,16 +772,11 @@ func TestJetStreamWritersInTurnAcrossAHandover(t *testing.T) {
 // is answered with what came when the pull is given up on: the rest may
 // never come (the NATS connection dropped).
 func TestJetStreamWaitingReadServedWhenTheRestOfAPullNeverComes(t *testing.T) {
-	e := &jsEngine{cfg: JetStreamConfig{AckWait: 2 * time.Second, PinnedTTL: 3 * time.Second, Linger: time.Second},
-		log: quietLogger(t)}
-	e.readFailed = newLimitedLog(e.log, slog.LevelWarn, "x", time.Second)
-	defer e.readFailed.close()
-	r := newJSReader(e, "p")
+	r := unitJSReader(t)
 	r.leaseRev, r.fetching, r.fetchLeft, r.fetchStart = 1, true, 10, time.Now().Add(-time.Minute)
 	ans := make(chan reply, 1)
 	r.handle(readerMsg{op: ropRead, jc: &jsConn{}, req: &Request{Cmd: CmdMRead, Max: 10}, answer: ans})
-	m := &nats.Msg{Subject: jsSubjects + r.key + ".w1", Data: appendChunk(nil, []byte("a")), Header: nats.Header{}, Sub: &nats.Subscription{},
-		Reply: fmt.Sprintf("$JS.ACK.%s.p-%s.1.1.1.%d.5", jsStream, r.key, time.Now().UnixNano())}
+	m := pulledMsg(r, "a")
 	r.handle(readerMsg{op: ropArrived, msg: m})
 	r.abandon() // the pull went on too long (its rest was lost)
 	select {
@@ -950,14 +945,9 @@ func startJSWriter(t *testing.T) (*Server, *Client, jetstream.JetStream) {
 // before (so that leave gives it back in order with the rest), answers
 // the requests still in its mailbox, and closes the mailbox.
 func TestJetStreamReaderStoppingTakesInWhatCame(t *testing.T) {
-	e := &jsEngine{cfg: JetStreamConfig{AckWait: 2 * time.Second, PinnedTTL: 3 * time.Second, Linger: time.Second},
-		log: quietLogger(t)}
-	e.readFailed = newLimitedLog(e.log, slog.LevelWarn, "x", time.Second)
-	defer e.readFailed.close()
-	r := newJSReader(e, "p")
+	r := unitJSReader(t)
 	r.leaseRev, r.fetching, r.fetchLeft, r.fetchStart = 1, true, 10, time.Now()
-	m := &nats.Msg{Subject: jsSubjects + r.key + ".w1", Data: appendChunk(nil, []byte("a")), Header: nats.Header{}, Sub: &nats.Subscription{},
-		Reply: fmt.Sprintf("$JS.ACK.%s.p-%s.1.1.1.%d.5", jsStream, r.key, time.Now().UnixNano())}
+	m := pulledMsg(r, "a")
 	ans := make(chan reply, 1)
 	r.box.put(readerMsg{op: ropArrived, msg: m})
 	r.box.put(readerMsg{op: ropAck, jc: &jsConn{}, n: 1, answer: ans})
@@ -971,4 +961,21 @@ func TestJetStreamReaderStoppingTakesInWhatCame(t *testing.T) {
 	if r.box.put(readerMsg{op: ropProbe}) {
 		t.Fatal("the mailbox of a stopped reader takes more")
 	}
+}
+
+// unitJSReader is a reader of pipe "p" with no NATS behind it, for tests
+// that hand it messages themselves.
+func unitJSReader(t *testing.T) *jsReader {
+	e := &jsEngine{cfg: JetStreamConfig{AckWait: 2 * time.Second, PinnedTTL: 3 * time.Second, Linger: time.Second},
+		log: quietLogger(t)}
+	e.readFailed = newLimitedLog(e.log, slog.LevelWarn, "x", time.Second)
+	t.Cleanup(e.readFailed.close)
+	return newJSReader(e, "p")
+}
+
+// pulledMsg is a message of one chunk as a pull brings it to r: the
+// stream's first, delivered once.
+func pulledMsg(r *jsReader, chunk string) *nats.Msg {
+	return &nats.Msg{Subject: jsSubjects + r.key + ".w1", Data: appendChunk(nil, []byte(chunk)), Header: nats.Header{}, Sub: &nats.Subscription{},
+		Reply: fmt.Sprintf("$JS.ACK.%s.p-%s.1.1.1.%d.5", jsStream, r.key, time.Now().UnixNano())}
 }
