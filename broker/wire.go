@@ -280,15 +280,9 @@ func (w *wire) readMessage(maxBytes, maxFrames int) (message, error) {
 func (w *wire) bufferedFrames(nframes, total *int, maxBytes, maxFrames int) (end bool) {
 	buf, _ := w.r.Peek(w.r.Buffered())
 	i := 0
-	for !end && len(buf)-i >= 2 {
-		flags, hdr, size := buf[i], 2, uint64(buf[i+1])
-		if flags&flagLong != 0 {
-			if len(buf)-i < 9 {
-				break
-			}
-			hdr, size = 9, binary.BigEndian.Uint64(buf[i+1:])
-		}
-		if flags&flagCommand != 0 || size > uint64(len(buf)-i-hdr) ||
+	for !end {
+		flags, hdr, size, ok := frameHeader(buf[i:])
+		if !ok || flags&flagCommand != 0 || size > uint64(len(buf)-i-hdr) ||
 			*nframes == 0 && size == 0 && flags&flagMore != 0 ||
 			*nframes >= maxFrames || *total+int(size) > maxBytes {
 			break
@@ -309,15 +303,9 @@ func (w *wire) bufferedFrames(nframes, total *int, maxBytes, maxFrames int) (end
 // buffer, so that reading it cannot block.
 func (w *wire) messageBuffered() bool {
 	buf, _ := w.r.Peek(w.r.Buffered())
-	for i := 0; len(buf)-i >= 2; {
-		flags, hdr, size := buf[i], 2, uint64(buf[i+1])
-		if flags&flagLong != 0 {
-			if len(buf)-i < 9 {
-				return false
-			}
-			hdr, size = 9, binary.BigEndian.Uint64(buf[i+1:])
-		}
-		if size > uint64(len(buf)-i-hdr) {
+	for i := 0; ; {
+		flags, hdr, size, ok := frameHeader(buf[i:])
+		if !ok || size > uint64(len(buf)-i-hdr) {
 			return false
 		}
 		i += hdr + int(size)
@@ -325,7 +313,21 @@ func (w *wire) messageBuffered() bool {
 			return true
 		}
 	}
-	return false
+}
+
+// frameHeader parses the frame header that b starts with: the frame's
+// flags, the header's length and the body's size; ok is false if b does
+// not hold the whole header.
+func frameHeader(b []byte) (flags byte, hdr int, size uint64, ok bool) {
+	switch {
+	case len(b) < 2:
+		return 0, 0, 0, false
+	case b[0]&flagLong == 0:
+		return b[0], 2, uint64(b[1]), true
+	case len(b) < 9:
+		return 0, 0, 0, false
+	}
+	return b[0], 9, binary.BigEndian.Uint64(b[1:]), true
 }
 
 func (w *wire) readHeader() (flags byte, size uint64, err error) {
