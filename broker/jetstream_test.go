@@ -191,16 +191,17 @@ func TestJetStreamNATSUnreachableAtStart(t *testing.T) {
 	}
 }
 
-// Two brokers on one three-server cluster stand for two machines.
-func startTwoJSBrokers(t *testing.T) ([]*server.Server, *Server, *Server) {
+// Two brokers stand for two machines: on a three-server cluster, or on
+// one server where the test is about the brokers, not NATS.
+func startTwoJSBrokers(t *testing.T, servers int) ([]*server.Server, *Server, *Server) {
 	t.Helper()
-	srvs, urls := startNATS(t, 3)
+	srvs, urls := startNATS(t, servers)
 	return srvs, startJSBroker(t, urls), startJSBroker(t, urls)
 }
 
 func TestJetStreamWriterViaOneBrokerReaderViaAnother(t *testing.T) {
 	t.Parallel()
-	_, a, b := startTwoJSBrokers(t)
+	_, a, b := startTwoJSBrokers(t, 3)
 	wc, rc := dialT(t, a), dialT(t, b)
 	ctx := testCtx(t)
 	mustOK(t, wc.Open(ctx, "p"))
@@ -215,7 +216,7 @@ func TestJetStreamWriterViaOneBrokerReaderViaAnother(t *testing.T) {
 
 func TestJetStreamSecondReaderOnAnotherBrokerRefused(t *testing.T) {
 	t.Parallel()
-	_, a, b := startTwoJSBrokers(t)
+	_, a, b := startTwoJSBrokers(t, 3)
 	ra, rb := dialT(t, a), dialT(t, b)
 	ctx := testCtx(t)
 	mustOK(t, ra.Open(ctx, "p"))
@@ -246,7 +247,7 @@ func takeN(t *testing.T, c *Client, pipe string, max int) []string {
 
 func TestJetStreamReaderBrokerGoneNextReaderGetsTheRestInOrder(t *testing.T) {
 	t.Parallel()
-	_, a, b := startTwoJSBrokers(t)
+	_, a, b := startTwoJSBrokers(t, 3)
 	wc, ra, rb := dialT(t, b), dialT(t, a), dialT(t, b)
 	ctx := testCtx(t)
 	mustOK(t, wc.Open(ctx, "p"))
@@ -278,7 +279,7 @@ func TestJetStreamReaderBrokerGoneNextReaderGetsTheRestInOrder(t *testing.T) {
 // every chunk acknowledged is read, through the other broker.
 func TestJetStreamLosingOneOfThreeServersLosesNothingAcknowledged(t *testing.T) {
 	t.Parallel()
-	srvs, a, b := startTwoJSBrokers(t)
+	srvs, a, b := startTwoJSBrokers(t, 3)
 	wc, rc := dialT(t, a), dialT(t, b)
 	ctx := testCtx(t)
 	mustOK(t, wc.Open(ctx, "p"))
@@ -324,7 +325,7 @@ func TestJetStreamLosingOneOfThreeServersLosesNothingAcknowledged(t *testing.T) 
 
 func TestJetStreamLightWriterNotStarvedAcrossBrokers(t *testing.T) {
 	t.Parallel()
-	_, a, b := startTwoJSBrokers(t)
+	_, a, b := startTwoJSBrokers(t, 3)
 	heavy, light, rc := dialT(t, a), dialT(t, b), dialT(t, b)
 	ctx := testCtx(t)
 	mustOK(t, heavy.Open(ctx, "p"))
@@ -390,7 +391,7 @@ func readAllQuiet(c *Client, pipe string, n int) []string {
 // on a replicated bucket are all counted.
 func TestJetStreamConcurrentOpensAcrossBrokersAllCount(t *testing.T) {
 	t.Parallel()
-	_, a, b := startTwoJSBrokers(t)
+	_, a, b := startTwoJSBrokers(t, 3)
 	ctx := testCtx(t)
 	const each = 8
 	errs := make(chan error, 2*each)
@@ -512,7 +513,7 @@ func TestJetStreamGiveBackGoesToTheHeadInOrder(t *testing.T) {
 // in that order, even when the reader finds both in its window.
 func TestJetStreamSequentialWritersAcrossBrokersKeepTheirOrder(t *testing.T) {
 	t.Parallel()
-	_, a, b := startTwoJSBrokers(t)
+	_, a, b := startTwoJSBrokers(t, 3)
 	ctx := testCtx(t)
 	rc := dialT(t, b)
 	mustOK(t, rc.Open(ctx, "p"))
@@ -555,11 +556,7 @@ func TestJetStreamPartlyReadBatchPassesThroughTwoBrokersInOrder(t *testing.T) {
 	ctx := testCtx(t)
 	wc := dialT(t, startJSBroker(t, urls))
 	mustOK(t, wc.Open(ctx, "p"))
-	var chunks [][]byte
-	for _, s := range numbered(1, 10) {
-		chunks = append(chunks, []byte(s))
-	}
-	mustOK(t, wc.Write(ctx, "p", chunks...)) // one message
+	mustOK(t, wc.Write(ctx, "p", numberedChunks(1, 10)...)) // one message
 	var got []string
 	for _, n := range []int{3, 2} {
 		s := startJSBroker(t, urls)
@@ -673,16 +670,11 @@ func TestJetStreamLeaseOutlivesTheAckWait(t *testing.T) {
 // The next reader reads the first five, and not the last five again.
 func TestJetStreamPartlyConsumedBatchGoesOnWithTheRightChunks(t *testing.T) {
 	t.Parallel()
-	_, urls := startNATS(t, 1)
+	_, a, b := startTwoJSBrokers(t, 1)
 	ctx := testCtx(t)
-	a, b := startJSBroker(t, urls), startJSBroker(t, urls)
 	wc := dialT(t, b)
 	mustOK(t, wc.Open(ctx, "p"))
-	var chunks [][]byte
-	for _, s := range numbered(1, 10) {
-		chunks = append(chunks, []byte(s))
-	}
-	mustOK(t, wc.Write(ctx, "p", chunks...)) // one message
+	mustOK(t, wc.Write(ctx, "p", numberedChunks(1, 10)...)) // one message
 	c1, c2 := dialT(t, a), dialT(t, a)
 	var t1, t2 []string
 	for len(t1) < 5 {
@@ -729,20 +721,14 @@ func TestJetStreamProgressRecords(t *testing.T) {
 // other are read one after the other across a handover too.
 func TestJetStreamWritersInTurnAcrossAHandover(t *testing.T) {
 	t.Parallel()
-	_, urls := startNATS(t, 1)
+	_, b, a := startTwoJSBrokers(t, 1)
 	ctx := testCtx(t)
-	b := startJSBroker(t, urls)
-	a := startJSBroker(t, urls)
 	keep := dialT(t, b)
 	mustOK(t, keep.Open(ctx, "p"))
 	for i := range 2 {
 		w := dialT(t, b)
 		mustOK(t, w.Open(ctx, "p"))
-		var chunks [][]byte
-		for _, s := range numbered(100*i+1, 100*i+100) {
-			chunks = append(chunks, []byte(s))
-		}
-		mustOK(t, w.Write(ctx, "p", chunks...))
+		mustOK(t, w.Write(ctx, "p", numberedChunks(100*i+1, 100*i+100)...))
 		mustOK(t, w.ClosePipe(ctx, "p")) // its end stored
 	}
 	ra := dialT(t, a)
@@ -844,18 +830,13 @@ func TestJetStreamWritesAfterAFailedWriteFail(t *testing.T) {
 // that it got.
 func TestJetStreamReadRepliesAtShutdownAreNotReadAgain(t *testing.T) {
 	t.Parallel()
-	_, urls := startNATS(t, 1)
+	_, a, b := startTwoJSBrokers(t, 1)
 	ctx := testCtx(t)
-	a, b := startJSBroker(t, urls), startJSBroker(t, urls)
 	wc := dialT(t, b)
 	mustOK(t, wc.Open(ctx, "p"))
 	const n = 20000
 	for i := 0; i < n; i += 500 {
-		var chunks [][]byte
-		for _, s := range numbered(i+1, i+500) {
-			chunks = append(chunks, []byte(s))
-		}
-		mustOK(t, wc.Write(ctx, "p", chunks...))
+		mustOK(t, wc.Write(ctx, "p", numberedChunks(i+1, i+500)...))
 	}
 	rc := dialT(t, a)
 	seen := map[string]int{}

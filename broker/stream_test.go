@@ -32,6 +32,15 @@ func numbered(from, to int) []string {
 	return out
 }
 
+// numberedChunks is numbered as chunks, for one Write.
+func numberedChunks(from, to int) [][]byte {
+	var out [][]byte
+	for _, s := range numbered(from, to) {
+		out = append(out, []byte(s))
+	}
+	return out
+}
+
 func TestWriterCloseCountsWhatTheBrokerAcknowledged(t *testing.T) {
 	s := startServer(t)
 	c := dialT(t, s)
